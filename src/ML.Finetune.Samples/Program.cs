@@ -1,0 +1,1 @@
+return ML.Finetune.Samples.InfoCommand.Run();
