@@ -46,6 +46,9 @@ internal static class HfTokenizerLoader
         if (type is null) type = JsonFiles.Get(model, "merges") is not null ? "BPE" : null;
         if (type is null) throw JsonFiles.Bad(path, "model.type", "is missing");
 
+        if (type is not ("BPE" or "WordLevel"))
+            throw new NotSupportedException($"Tokenizer file '{path}': model type '{type}' (model.type) is not supported; supported types are BPE and WordLevel.");
+
         var added = ReadAddedTokens(path, root);
         var specials = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var (content, id, _) in added) specials[content] = id;   // all added tokens are matched whole
