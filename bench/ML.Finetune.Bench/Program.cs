@@ -36,6 +36,7 @@ string? peer = opt.Peer ? Peer.Find() : null;
 string? peerProblem = opt.Peer ? Peer.Check(peer) : "disabled (--no-peer)";
 if (peerProblem != null) Console.WriteLine($"PyTorch peer: {peerProblem}");
 else Console.WriteLine($"PyTorch peer: {peer} (torch {Peer.TorchVersion()})");
+Console.WriteLine("Machine is shared: figures are medians, but absolute numbers move with the load average; compare columns of one run.");
 
 var results = new List<BenchResult>();
 foreach (var dtype in opt.DTypes)
@@ -132,7 +133,7 @@ static class Child
     public static BenchResult? RunPeer(string script, string mode, string dtype, Options o)
     {
         var s = o.Settings;
-        var psi = new ProcessStartInfo("python3") { RedirectStandardOutput = true, RedirectStandardError = true };
+        var psi = new ProcessStartInfo(Peer.Python) { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in new[] { script, "--mode", mode, "--dtype", dtype, "--layers", $"{s.Layers}", "--batch", $"{s.Batch}",
                      "--seq", $"{s.Seq}", "--threads", $"{s.Threads}", "--steps", $"{s.Steps}", "--warmup", $"{s.Warmup}",
                      "--gen-steps", $"{s.GenSteps}", "--gen-warmup", $"{s.GenWarmup}", "--gen-prompt", $"{s.GenPrompt}",
@@ -141,7 +142,9 @@ static class Child
             psi.ArgumentList.Add(a);
         Env(psi, o);
         // Same malloc settings as our children (PyTorch has no mallopt call of its own): GLIBC_TUNABLES at start.
-        if (o.Malloc) psi.Environment["GLIBC_TUNABLES"] = $"glibc.malloc.mmap_threshold={MallocTuning.MmapThreshold}:glibc.malloc.trim_threshold={MallocTuning.TrimThreshold}";
+        if (o.Malloc)
+            psi.Environment["GLIBC_TUNABLES"] = $"glibc.malloc.mmap_threshold={MallocTuning.MmapThreshold}:glibc.malloc.trim_threshold={MallocTuning.TrimThreshold}" +
+                (MallocTuning.MmapMax is int mm ? $":glibc.malloc.mmap_max={mm}" : "");
         return Collect(psi, "pytorch", mode, dtype, o);
     }
 
@@ -150,6 +153,7 @@ static class Child
         psi.Environment["MLFINETUNE_MALLOC_TUNING"] = o.Malloc ? "1" : "0";
         psi.Environment["OMP_NUM_THREADS"] = $"{o.Settings.Threads}";
         psi.Environment["MKL_NUM_THREADS"] = $"{o.Settings.Threads}";
+        psi.Environment["OPENBLAS_NUM_THREADS"] = $"{o.Settings.Threads}";
     }
 
     static BenchResult? Collect(ProcessStartInfo psi, string impl, string mode, string dtype, Options o)
@@ -192,20 +196,30 @@ static class Peer
     }
 
     static string? _version; static bool _checked;
+
+    /// <summary>The first of $BENCH_PYTHON, python3 (PATH), /usr/bin/python3 that can import torch (a pyenv
+    /// python3 on PATH does not see Debian's python3-torch).</summary>
+    public static string Python { get; private set; } = "python3";
+
     public static string? TorchVersion()
     {
         if (_checked) return _version;
         _checked = true;
-        try
+        var candidates = new[] { Environment.GetEnvironmentVariable("BENCH_PYTHON"), "python3", "/usr/bin/python3" };
+        foreach (var py in candidates.Where(c => !string.IsNullOrEmpty(c)).Distinct())
         {
-            var psi = new ProcessStartInfo("python3", ["-c", "import torch; print(torch.__version__)"]) { RedirectStandardOutput = true, RedirectStandardError = true };
-            using var p = Process.Start(psi)!;
-            string o = p.StandardOutput.ReadToEnd().Trim();
-            p.WaitForExit();
-            _version = p.ExitCode == 0 ? o : null;
+            try
+            {
+                var psi = new ProcessStartInfo(py!, ["-c", "import torch; print(torch.__version__)"]) { RedirectStandardOutput = true, RedirectStandardError = true };
+                using var p = Process.Start(psi)!;
+                string o = p.StandardOutput.ReadToEnd().Trim();
+                p.StandardError.ReadToEnd();
+                p.WaitForExit();
+                if (p.ExitCode == 0) { Python = py!; return _version = o + $" via {py}"; }
+            }
+            catch (Exception) { }
         }
-        catch (Exception) { _version = null; }
-        return _version;
+        return null;
     }
 }
 

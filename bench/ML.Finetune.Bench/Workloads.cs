@@ -98,25 +98,15 @@ public static class Workloads
         return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2;
     }
 
-    /// <summary>Greedy decoding of <paramref name="newTokens"/> tokens, with or without the KV cache. Returns the last token id.</summary>
+    /// <summary>Greedy decoding of <paramref name="newTokens"/> tokens through the library's TextGenerator, with or
+    /// without the KV cache; EOS is disabled so every run produces exactly newTokens tokens. Returns the last token id.</summary>
     static double Greedy(CausalLM model, Tensor prompt, int newTokens, bool useCache)
     {
-        using var _ = torch.no_grad();
-        using var outer = NewDisposeScope();
-        var seq = prompt;
-        using var cache = useCache ? model.NewCache() : null;
-        Tensor next = prompt;
-        Tensor input = prompt;
-        for (int i = 0; i < newTokens; i++)
-        {
-            using var sc = NewDisposeScope();
-            var logits = model.Forward(new CausalLMInput { InputIds = useCache ? input : seq, Cache = cache }).Logits;
-            next = logits[.., -1, ..].argmax(-1, keepdim: true);
-            seq = torch.cat([seq, next], 1);
-            input = next;
-            sc.MoveToOuter(seq, next);
-        }
-        return next[0, 0].ToInt64();
+        using var mask = torch.ones_like(prompt);
+        var r = ML.Finetune.Generation.TextGenerator.Generate(model, prompt, mask,
+            new ML.Finetune.Generation.GenerationOptions { MaxNewTokens = newTokens, UseCache = useCache, EosTokenIds = [] });
+        if (r.NewTokens[0].Length != newTokens) throw new InvalidOperationException("generation stopped early");
+        return r.NewTokens[0][^1];
     }
 }
 
