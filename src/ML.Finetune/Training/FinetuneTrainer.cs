@@ -137,11 +137,11 @@ public sealed class FinetuneTrainer
                     using var batch = Collate(NextBatch(), PadId, device);
                     var reference = references.Count > 0 ? references[(step * acc + micro) % references.Count] : null;
                     var terms = Objective.Compute(method, model, batch, reference);
-                    double t = terms.Total.item<double>();
+                    double t = terms.Total.ToDouble();
                     if (!double.IsFinite(t)) throw new FinetuneDivergedException(step, t);
                     (acc == 1 ? terms.Total : terms.Total.div(acc)).backward();
-                    sumTotal += t; sumCe += terms.CrossEntropy.item<double>(); sumL2 += terms.L2.item<double>(); sumKl += terms.KL.item<double>();
-                    distSq = terms.DistanceSquared.item<double>();
+                    sumTotal += t; sumCe += terms.CrossEntropy.ToDouble(); sumL2 += terms.L2.ToDouble(); sumKl += terms.KL.ToDouble();
+                    distSq = terms.DistanceSquared.ToDouble();
                 }
                 GradientsReady?.Invoke(step, parameters);
                 double gradNorm = ClipGradients(parameters, Options.GradientClipNorm);
@@ -177,7 +177,7 @@ public sealed class FinetuneTrainer
         var grads = parameters.Select(p => p.Parameter.grad).Where(g => g is not null).Select(g => g!).ToList();
         if (grads.Count == 0) return 0;
         var sq = grads.Select(g => g.to_type(ScalarType.Float64).square().sum()).Aggregate((a, b) => a.add(b));
-        double norm = Math.Sqrt(sq.item<double>());
+        double norm = Math.Sqrt(sq.ToDouble());
         if (maxNorm is double m && m > 0 && double.IsFinite(norm) && norm > m)
         {
             double f = m / (norm + 1e-6);
@@ -198,8 +198,8 @@ public sealed class FinetuneTrainer
             using var batch = Collate(data.Skip(i).Take(Options.BatchSize).ToList(), PadId, model.Device);
             var logits = method.Logits(model, batch.InputIds, batch.AttentionMask);
             var (lp, mask) = FinetuneObjective.TargetLogProbs(logits, batch.Labels);
-            sum -= lp.sum().item<double>();
-            count += (long)mask.sum().item<double>();
+            sum -= lp.sum().ToDouble();
+            count += (long)mask.sum().ToDouble();
         }
         return count == 0 ? double.NaN : sum / count;
     }
