@@ -61,13 +61,7 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
         return new SchemaShape(cols.Values);
     }
 
-    static SchemaShape.Column MakeColumn(string name, DataViewType type)
-    {
-        // SchemaShape.Column's constructor is internal in ML.NET; derive it from a one-column schema instead.
-        var b = new DataViewSchema.Builder();
-        b.AddColumn(name, type);
-        return SchemaShape.Create(b.ToSchema()).First();
-    }
+    static SchemaShape.Column MakeColumn(string name, DataViewType type) => HostAccess.ScalarColumn(name, type);
 
     public FinetuneTransformer Fit(IDataView input)
     {

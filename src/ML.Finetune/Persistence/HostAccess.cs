@@ -1,5 +1,6 @@
 using System.Reflection;
 using Microsoft.ML;
+using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 
 namespace ML.Finetune.Persistence;
@@ -40,4 +41,8 @@ public static class HostAccess
         using var ch = host.Start("Finetune");
         ch.Info(message);
     }
+
+    /// <summary>A scalar SchemaShape column (its constructor is internal in ML.NET).</summary>
+    public static SchemaShape.Column ScalarColumn(string name, DataViewType type) =>
+        new(name, SchemaShape.Column.VectorKind.Scalar, type, false);
 }

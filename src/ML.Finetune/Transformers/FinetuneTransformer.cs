@@ -137,9 +137,18 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
         int maxPrompt = Math.Max(1, Settings.MaxSequenceLength - (Model.Config.IsGpt2 ? g.MaxNewTokens : 0));
         for (int i = 0; i < prompts.Count; i += g.BatchSize)
         {
-            var chunk = prompts.Skip(i).Take(g.BatchSize).Select(p => Encoder.EncodePrompt(p, maxPrompt)).ToList();
-            foreach (var ids in TextGenerator.Generate(Model, Method, chunk, g, eos, Encoder.PadId, rng))
-                result.Add(CutAtStop(Tokenizer.Decode(ids.Select(x => (int)x)), g.StopStrings));
+            var chunk = prompts.Skip(i).Take(g.BatchSize).Select(p => Encoder.EncodePrompt(p, maxPrompt))
+                .Select(ids => ids.Length == 0 ? new long[] { Encoder.EosId } : ids).ToList();
+            var prefix = Method.GetGenerationPrefix(Model);
+            IEnumerable<long[]> generated = prefix?.SoftPrompt is null
+                ? Generation.TextGenerator.Generate(Model, chunk, new Generation.GenerationOptions
+                {
+                    MaxNewTokens = g.MaxNewTokens, DoSample = g.Temperature > 0, Temperature = g.Temperature > 0 ? g.Temperature : 1.0,
+                    TopK = g.TopK, TopP = g.TopP, Seed = g.Seed + i, EosTokenIds = eos.ToList(), PadTokenId = Encoder.PadId, PrefixCache = prefix?.PrefixCache,
+                }).NewTokens
+                : SoftPromptGeneration.Generate(Model, Method, chunk, g, eos, Encoder.PadId, rng);
+            foreach (var ids in generated)
+                result.Add(CutAtStop(Tokenizer.Decode(ids.Where(x => !eos.Contains(x)).Select(x => (int)x)), g.StopStrings));
         }
         return result;
     }
@@ -152,7 +161,7 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
         for (int i = 0; i < pairs.Count; i += bs)
         {
             var ex = pairs.Skip(i).Take(bs).Select((p, j) => Encoder.Encode(p.Prompt, p.Completion, i + j, Settings.CompletionColumnName)).ToList();
-            foreach (var (sum, count) in TextGenerator.Score(Model, Method, ex, Encoder.PadId)) result.Add((sum, count == 0 ? 0 : sum / count));
+            foreach (var (sum, count) in SoftPromptGeneration.Score(Model, Method, ex, Encoder.PadId)) result.Add((sum, count == 0 ? 0 : sum / count));
         }
         return result;
     }

@@ -7,11 +7,12 @@ using static TorchSharp.torch;
 namespace ML.Finetune.Transformers;
 
 /// <summary>
-/// Minimal batched, KV-cached generation and scoring for <see cref="FinetuneTransformer"/> (to be replaced by the
+/// Method-aware pieces the shared Generation/TextGenerator lacks: generation with a soft prompt (prompt tuning) and
+/// scoring through <see cref="IFinetuneMethod.Logits"/>. Used by <see cref="FinetuneTransformer"/> (to merge into the
 /// shared Generation/ code). Prompts are left-padded; positions = cumsum(mask) − 1; the method's generation prefix
 /// (soft prompt and/or pre-filled KV prefix) is honoured.
 /// </summary>
-internal static class TextGenerator
+internal static class SoftPromptGeneration
 {
     public static List<long[]> Generate(CausalLM model, IFinetuneMethod method, IReadOnlyList<long[]> prompts,
         FinetuneGenerationOptions g, IReadOnlySet<long> eosIds, long padId, Generator? rng)
