@@ -72,6 +72,11 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
         if (string.IsNullOrWhiteSpace(o.BaseModelPath)) throw new ArgumentException("BaseModelPath is not set.", nameof(o.BaseModelPath));
         if (!Directory.Exists(o.BaseModelPath)) throw new DirectoryNotFoundException($"The base model folder '{o.BaseModelPath}' (BaseModelPath) does not exist.");
 
+        if (o.NumberOfThreads is int threads)
+        {
+            if (threads < 1) throw new ArgumentOutOfRangeException(nameof(o.NumberOfThreads), "NumberOfThreads must be ≥ 1.");
+            torch.set_num_threads(threads);
+        }
         var device = ResolveDevice();
         var dtype = o.DType == FinetuneDType.BFloat16 ? ScalarType.BFloat16 : ScalarType.Float32;
         var tokenizer = CausalLMTokenizer.FromFolder(o.BaseModelPath);

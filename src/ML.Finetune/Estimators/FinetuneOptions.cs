@@ -69,6 +69,11 @@ public abstract class FinetuneOptions
     /// <summary>0 = evaluate only after the last step.</summary>
     public int EvaluateEveryNSteps = 0;
     public long Seed = 0;
+    /// <summary>
+    /// libtorch intra-op threads (torch.set_num_threads, a process-wide setting) applied at Fit; null leaves it as it is.
+    /// For tiny models 1 is often much faster than several (measured: ~18x for a 2-layer, 32-wide model on a loaded 2-core machine).
+    /// </summary>
+    public int? NumberOfThreads;
     /// <summary>Auto follows MLContext.GpuDeviceId (null = CPU) and MLContext.FallbackToCpu.</summary>
     public FinetuneDevice Device = FinetuneDevice.Auto;
     /// <summary>Compute dtype. BFloat16 trains the weights in bf16 directly (fast on CPUs with AVX-512 bf16, less precise).</summary>

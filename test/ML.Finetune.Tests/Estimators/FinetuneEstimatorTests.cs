@@ -14,7 +14,7 @@ public class FinetuneEstimatorTests
     static FullFinetuneOptions Options(int steps, double lr = 3e-3) => new()
     {
         BaseModelPath = TinyWordModel.Folder, MaxSteps = steps, LearningRate = lr, BatchSize = 6, Seed = 3,
-        Schedule = LearningRateScheduleKind.Constant, MaxSequenceLength = 16, Generation = { MaxNewTokens = 6 },
+        Schedule = LearningRateScheduleKind.Constant, MaxSequenceLength = 16, NumberOfThreads = 1, Generation = { MaxNewTokens = 6 },
     };
 
     static List<string> Column(IDataView data, string name) => data.GetColumn<string>(name).ToList();
