@@ -39,8 +39,8 @@ else Console.WriteLine($"PyTorch peer: {peer} (torch {Peer.TorchVersion()})");
 Console.WriteLine("Machine is shared: figures are medians, but absolute numbers move with the load average; compare columns of one run.");
 
 var results = new List<BenchResult>();
-foreach (var dtype in opt.DTypes)
-    foreach (var mode in opt.Modes)
+foreach (var mode in opt.Modes)
+    foreach (var dtype in opt.DTypes)
     {
         var ours = Child.RunOurs(mode, dtype, opt);
         BenchResult? theirs = peerProblem == null ? Child.RunPeer(peer!, mode, dtype, opt) : null;
@@ -75,6 +75,7 @@ sealed class Options
           --dtype fp32,bf16   compute paths (default: both)
           --steps N           measured steps per mode (median; default 5)   --warmup N (default 3)
           --gen-steps N       measured generations (default 5)              --gen-warmup N (default 3)
+          --gen-new N         new tokens per generation (default 128; prompt 16, batch 1)
           --layers N          transformer layers (default 12)   --batch N (4)   --seq N (128)   --threads N (2)
           --no-peer           skip the Python PyTorch peer (bench/peer_pytorch.py)
           --no-malloc-tuning  run children with MLFINETUNE_MALLOC_TUNING=0 (the peer gets the same malloc setting)
@@ -99,6 +100,7 @@ sealed class Options
                 case "--gen-steps": s = s with { GenSteps = Int() }; break;
                 case "--gen-warmup": s = s with { GenWarmup = Int() }; break;
                 case "--layers": s = s with { Layers = Int() }; break;
+                case "--gen-new": s = s with { GenNew = Int() }; break;
                 case "--batch": s = s with { Batch = Int() }; break;
                 case "--seq": s = s with { Seq = Int() }; break;
                 case "--threads": s = s with { Threads = Int() }; break;
