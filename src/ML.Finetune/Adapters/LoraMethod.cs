@@ -38,6 +38,13 @@ public sealed class LoraMethod : IFinetuneMethod
     /// <summary>Set by <see cref="Attach"/>.</summary>
     public TrainableParameterSummary? Summary { get; private set; }
 
+    /// <summary>
+    /// A PEFT adapter folder whose A/B initialise the adapters on <see cref="Attach"/> instead of random init (continue
+    /// training or start from an existing adapter). Its keys and shapes must fit this config on the model; the folder's
+    /// own config is not read here (use <see cref="PeftLoraIO.Import"/> to take the whole adapter as it is).
+    /// </summary>
+    public string? InitialAdapterFolder { get; init; }
+
     /// <summary>True while the adapters are folded into the base weights (see <see cref="Merge"/>).</summary>
     public bool IsMerged { get; private set; }
 
@@ -99,6 +106,7 @@ public sealed class LoraMethod : IFinetuneMethod
                     $"LoRA rank {Config.Rank} exceeds min(in, out) = {max} of '{p}' ({l.InFeatures}→{l.OutFeatures})");
             if (l.Adapter != null) throw new InvalidOperationException($"'{p}' already has an adapter ('{l.Adapter.Name}')");
         }
+        if (InitialAdapterFolder != null) PeftLoraIO.CheckWeights(InitialAdapterFolder, Config.Rank, paths.Select(p => (p, layers[p])));
         foreach (var p in model.parameters()) p.requires_grad_(false);
         using var gen = new Generator((ulong)seed);
         foreach (var p in paths)
@@ -115,6 +123,7 @@ public sealed class LoraMethod : IFinetuneMethod
             _targets.Add((p, l, a));
         }
         _model = model;
+        if (InitialAdapterFolder != null) PeftLoraIO.CopyWeights(InitialAdapterFolder, this);
         long trainable = _targets.Sum(t => t.Adapter.A.numel() + t.Adapter.B.numel());
         long total = model.parameters().Sum(p => p.numel());
         Summary = new TrainableParameterSummary(trainable, total);

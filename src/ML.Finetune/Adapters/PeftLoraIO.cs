@@ -152,21 +152,33 @@ public static class PeftLoraIO
     /// <summary>
     /// Attaches the PEFT adapter in <paramref name="folder"/> to <paramref name="model"/> (freezing the base) and
     /// loads its weights. The returned method scores with the adapter, keeps training it, or serves as an initialiser.
+    /// Nothing is attached when the folder is refused.
     /// </summary>
     public static LoraMethod Import(CausalLM model, string folder)
     {
-        var config = ReadConfig(folder);
+        var method = new LoraMethod(ReadConfig(folder)) { InitialAdapterFolder = folder };
+        method.Attach(model, seed: 0);
+        return method;
+    }
+
+    /// <summary>The adapter file's path; throws FileNotFoundException when absent.</summary>
+    internal static string WeightsPath(string folder)
+    {
         string file = Path.Combine(folder, WeightsFile);
         if (!File.Exists(file)) throw new FileNotFoundException($"PEFT adapter weights not found: {file}", file);
-        var paths = LoraMethod.SelectTargets(config, model);
+        return file;
+    }
+
+    /// <summary>Checks the adapter file's keys and shapes against the layers LoRA will adapt (before anything is attached).</summary>
+    internal static void CheckWeights(string folder, int rank, IEnumerable<(string Path, AdaptableLinear Layer)> targets)
+    {
+        string file = WeightsPath(folder);
         var header = SafeTensors.ReadHeader(file);
-        var layers = model.NamedLinears().ToDictionary(l => l.path, l => l.module);
         var expected = new Dictionary<string, long[]>(StringComparer.Ordinal);
-        foreach (var p in paths)
+        foreach (var (p, l) in targets)
         {
-            var l = layers[p];
-            expected[KeyA(p)] = [config.Rank, l.InFeatures];
-            expected[KeyB(p)] = [l.OutFeatures, config.Rank];
+            expected[KeyA(p)] = [rank, l.InFeatures];
+            expected[KeyB(p)] = [l.OutFeatures, rank];
         }
         foreach (var (key, info) in header.Tensors)
         {
@@ -179,9 +191,12 @@ public static class PeftLoraIO
         var missing = expected.Keys.Where(k => !header.Tensors.ContainsKey(k)).ToList();
         if (missing.Count > 0)
             throw new InvalidDataException($"{file}: missing tensor(s) {string.Join(", ", missing.Take(5))}{(missing.Count > 5 ? $" and {missing.Count - 5} more" : "")}");
-        var method = new LoraMethod(config);
-        method.Attach(model, seed: 0);
-        var loaded = SafeTensors.Load(file);
+    }
+
+    /// <summary>Copies the adapter file's A and B into an attached method (after <see cref="CheckWeights"/>).</summary>
+    internal static void CopyWeights(string folder, LoraMethod method)
+    {
+        var loaded = SafeTensors.Load(WeightsPath(folder));
         try
         {
             using var _ = torch.no_grad();
@@ -192,7 +207,6 @@ public static class PeftLoraIO
             }
         }
         finally { foreach (var t in loaded.Values) t.Dispose(); }
-        return method;
     }
 
     static void WriteAtomic(string path, string text)

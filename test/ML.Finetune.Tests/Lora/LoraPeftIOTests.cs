@@ -63,6 +63,21 @@ public class LoraPeftIOTests
     }
 
     [Fact]
+    public void Lora_InitialAdapterFolder_InitialisesOnAttach_OrRefusesMismatchBeforeAttaching()
+    {
+        using var scope = NewDisposeScope();
+        using var m = CausalLMFactory.LoadPretrained(Fixtures.Model("tiny-llama"));
+        var bad = new LoraMethod(new LoraConfig { Rank = 8, Alpha = 8 }) { InitialAdapterFolder = Fixtures.Model("tiny-llama-lora-trained") };
+        var e = Assert.Throws<InvalidDataException>(() => bad.Attach(m, 0));
+        Assert.Contains("lora_A.weight' has shape [4,64] but this model needs [8,64]", e.Message);
+        Assert.DoesNotContain(m.NamedLinears(), l => l.module.Adapter != null);
+        Assert.All(m.parameters(), p => Assert.True(p.requires_grad));
+        var method = new LoraMethod(new LoraConfig { Rank = 4, Alpha = 8 }) { InitialAdapterFolder = Fixtures.Model("tiny-llama-lora-trained") };
+        method.Attach(m, 0);
+        Assert.True(Fixtures.MaxAbsDiff(Logits(m, method), Fixtures.Ref("tiny-llama-lora", "trained_logits_right")) < 1e-4);
+    }
+
+    [Fact]
     public void Lora_SaveStateLoadState_RoundTripsOnAFreshModel()
     {
         using var scope = NewDisposeScope();
