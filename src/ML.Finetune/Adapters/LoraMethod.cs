@@ -222,4 +222,21 @@ public sealed class LoraMethod : IFinetuneMethod
         }
         IsMerged = false;
     }
+
+    /// <summary>
+    /// Merges and then removes the adapters from the layers, leaving a plain model with the adapted weights (e.g. for
+    /// <c>CausalLMFactory.SavePretrained</c>). The method is spent afterwards: it has no targets.
+    /// </summary>
+    public void MergeAndUnload()
+    {
+        Merge();
+        foreach (var (_, l, a) in _targets)
+        {
+            l.Adapter = null;
+            l.AdapterEnabled = true;
+            a.Dispose();
+        }
+        _targets.Clear();
+        IsMerged = false;
+    }
 }

@@ -25,6 +25,11 @@ public class LoraMergeTests
         Assert.False(method.IsMerged);
         for (int i = 0; i < w0.Count; i++) Assert.True(Fixtures.MaxAbsDiff(method.Targets[i].Layer.weight, w0[i]) < 1e-6, "unmerged weight");
         Assert.True(Fixtures.MaxAbsDiff(Logits(m, method), adapterLogits) < 1e-5, "unmerged logits");
+
+        method.MergeAndUnload();
+        Assert.DoesNotContain(m.named_parameters(), p => p.name.Contains(".lora."));
+        Assert.DoesNotContain(m.NamedLinears(), l => l.module.Adapter != null);
+        Assert.True(Fixtures.MaxAbsDiff(Logits(m), adapterLogits) < 1e-5, "unloaded logits");
     }
 
     [Fact]
