@@ -97,6 +97,17 @@ public static class PeftLoraIO
         WriteAtomic(Path.Combine(folder, ConfigFile), o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 
+    /// <summary>
+    /// Writes the adapters of a LoRA-finetuned <see cref="ML.Finetune.Transformers.FinetuneTransformer"/> as a PEFT
+    /// folder; base_model_name_or_path is the base model folder recorded in the transformer.
+    /// </summary>
+    public static void Export(ML.Finetune.Transformers.FinetuneTransformer transformer, string folder)
+    {
+        if (transformer.Method is not LoraMethod lora)
+            throw new ArgumentException($"The transformer was trained with method '{transformer.Method.Name}', not LoRA; only LoRA adapters export to PEFT format.", nameof(transformer));
+        Export(lora, folder, transformer.BaseModel.Path);
+    }
+
     /// <summary>The target names as PEFT records them: the given names, or (defaults / "all-linear") the distinct leaf
     /// names of the adapted layers.</summary>
     static IEnumerable<string> ResolvedTargetNames(LoraMethod m)

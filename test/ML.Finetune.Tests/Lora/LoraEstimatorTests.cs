@@ -82,6 +82,15 @@ public class LoraEstimatorTests
             var loaded = ml.Model.Load(zip, out _);
             Assert.Equal(expected, DataViewDump.ToJson(loaded.Transform(data)));
             (loaded as IDisposable)?.Dispose();
+
+            // The trained adapter exports to PEFT and scores identically when imported onto a fresh base.
+            string peft = Path.Combine(dir, "peft");
+            PeftLoraIO.Export(model, peft);
+            using var fresh = CausalLMFactory.LoadPretrained(BaseFolder);
+            var imported = PeftLoraIO.Import(fresh, peft);
+            var ids = TorchSharp.torch.tensor(new long[] { 1, 2, 3, 4, 5, 6 }).unsqueeze(0);
+            var mask = TorchSharp.torch.ones_like(ids);
+            Assert.Equal(0.0, Fixtures.MaxAbsDiff(imported.Logits(fresh, ids, mask), lora.Logits(model.Model, ids, mask)));
         }
         finally { Directory.Delete(dir, true); }
     }
