@@ -96,6 +96,19 @@ public class LoraEstimatorTests
     }
 
     [Fact]
+    public void LoraFinetune_Bf16Base_TrainsFp32Adapters()
+    {
+        var ml = new MLContext(seed: 1);
+        var o = Options(20); o.DType = FinetuneDType.BFloat16;
+        using var model = ml.Transforms.LoraFinetune(o).Fit(TinyWordModel.Data(ml));
+        var lora = Assert.IsType<LoraMethod>(model.Method);
+        Assert.All(lora.Targets, t => Assert.Equal(TorchSharp.torch.ScalarType.BFloat16, t.Layer.weight.dtype));
+        Assert.All(lora.TrainableParameters, p => Assert.Equal(TorchSharp.torch.ScalarType.Float32, p.Parameter.dtype));
+        var h = model.TrainingHistory.Records;
+        Assert.True(h[^1].CrossEntropy < 0.8 * h[0].CrossEntropy, $"CE {h[0].CrossEntropy} → {h[^1].CrossEntropy}");
+    }
+
+    [Fact]
     public void LoraFinetune_BadRank_FailsAtConstruction()
     {
         var ml = new MLContext();
