@@ -63,7 +63,10 @@ public static class PeftPromptLearning
         int p = Int(cfg, "num_virtual_tokens");
         CheckDims(folder, cfg, model, prefixTuning: true);
         // The saved tensor is always the (projected) table; the MLP is never part of a PEFT adapter.
-        var method = new PrefixTuningMethod(new PrefixTuningOptions { NumVirtualTokens = p });
+        // With prefix_projection the options keep the flag (and the export says so again), but LoadState folds.
+        bool proj = cfg["prefix_projection"] is JsonValue pv && pv.TryGetValue(out bool b) && b;
+        int hidden = proj && cfg["encoder_hidden_size"] is JsonValue hv && hv.TryGetValue(out int h) && h > 0 ? h : 1;
+        var method = new PrefixTuningMethod(new PrefixTuningOptions { NumVirtualTokens = p, PrefixProjection = proj, EncoderHiddenSize = hidden });
         method.Attach(model, 0);
         LoadTable(folder, method, [p, (long)model.Config.NumLayers * 2 * method.TokenDim]);
         return method;
@@ -115,7 +118,7 @@ public static class PeftPromptLearning
                 {
                     ["auto_mapping"] = null,
                     ["base_model_name_or_path"] = baseModelNameOrPath,
-                    ["encoder_hidden_size"] = px.Options.PrefixProjection ? px.Options.EncoderHiddenSize : model.Config.HiddenSize,
+                    ["encoder_hidden_size"] = px.Options.PrefixProjection ? px.Options.EncoderHiddenSize : td, // peft defaults it to token_dim
                     ["inference_mode"] = true,
                     ["init_weights"] = null,
                     ["modules_to_save"] = null,
