@@ -1,4 +1,5 @@
 using ML.Finetune.Adapters;
+using ML.Finetune.Generation;
 using ML.Finetune.Models;
 using ML.Finetune.Training;
 using TorchSharp;
@@ -102,5 +103,36 @@ public class PromptPrefixGenerationTests
         using var m = CausalLMFactory.LoadPretrained(Fixtures.Model("tiny-llama"));
         using var pt = PeftPromptLearning.LoadPromptTuning(Fixtures.Model("tiny-llama-prompt-tuning"), m);
         AssertSame(pt, m);
+    }
+    [Fact]
+    public void TextGenerator_WithPrefixCache_EqualsMethodArgmaxLoop_IncludingLeftPadding()
+    {
+        using var scope = NewDisposeScope();
+        using var m = CausalLMFactory.LoadPretrained(Fixtures.Model("tiny-llama"));
+        using var px = PeftPromptLearning.LoadPrefixTuning(Fixtures.Model("tiny-llama-prefix-tuning"), m);
+        var gp = px.GetGenerationPrefix(m)!;
+        Assert.Null(gp.SoftPrompt);
+        var prompt = Fixtures.Input("input_ids_right").narrow(1, 0, 7);
+        var (expected, expLogits) = NoCacheLoop(px, m, prompt);
+        foreach (bool useCache in new[] { true, false })
+        {
+            var r = TextGenerator.Generate(m, prompt, torch.ones_like(prompt), new GenerationOptions
+            {
+                MaxNewTokens = NewTokens, PrefixCache = gp.PrefixCache, UseCache = useCache, OutputLogits = true, EosTokenIds = [],
+            });
+            for (int row = 0; row < 2; row++)
+                Assert.Equal(Enumerable.Range(7, NewTokens).Select(j => expected[row, j]), r.NewTokens[row]);
+            double d = Fixtures.MaxAbsDiff(torch.stack(r.StepLogits!, 1), expLogits);
+            Assert.True(d < 1e-4, $"useCache={useCache}: step logits differ by {d}");
+        }
+
+        // Left padding: row 1 of the generation fixture's batch (3 pads + 7 tokens) gives the same new tokens as its
+        // 7 tokens alone (pads never change real tokens; positions are cumsum(mask)-1 shifted by P).
+        var ids = Fixtures.Generation("prompt_batch_ids");
+        var mask = Fixtures.Generation("prompt_batch_mask");
+        var batch = TextGenerator.Generate(m, ids, mask, new GenerationOptions { MaxNewTokens = NewTokens, PrefixCache = gp.PrefixCache, EosTokenIds = [] });
+        var alone = ids.narrow(0, 1, 1).narrow(1, 3, 7);
+        var (single, _) = NoCacheLoop(px, m, alone);
+        Assert.Equal(Enumerable.Range(7, NewTokens).Select(j => single[0, j]), batch.NewTokens[1]);
     }
 }
