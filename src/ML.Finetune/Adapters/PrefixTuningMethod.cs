@@ -89,7 +89,7 @@ public sealed class PrefixTuningMethod : IFinetuneMethod, IDisposable
             if (!Options.PrefixProjection)
             {
                 var t = torch.randn(new long[] { p0, (long)_layers * 2 * TokenDim }, generator: gen).mul_(Options.InitStd);
-                SetTable(t.to(dtype, device), resetInit: true);
+                SetTable(t.to(dtype, device));
             }
             else
             {
@@ -122,12 +122,11 @@ public sealed class PrefixTuningMethod : IFinetuneMethod, IDisposable
         return p;
     }
 
-    void SetTable(Tensor value, bool resetInit)
+    void SetTable(Tensor value)
     {
-        var keepInit = resetInit ? null : _init.Select(t => t.clone().DetachFromDisposeScope()).ToArray();
         DisposeParams();
         _table = NewParam(value);
-        _init = keepInit ?? [value.detach().clone().DetachFromDisposeScope()];
+        _init = [value.detach().clone().DetachFromDisposeScope()];
     }
 
     void SetMlp(Tensor[] values)
