@@ -129,7 +129,7 @@ public class PromptPrefixParityTests
         var dir = Fixtures.TempDir();
         try
         {
-            Training.IFinetuneMethod method = adapter == ProjRef ? Gpt2Projection(m) : PeftPromptLearning.Load(Fixtures.Model(adapter), m);
+            ML.Finetune.Training.IFinetuneMethod method = adapter == ProjRef ? Gpt2Projection(m) : PeftPromptLearning.Load(Fixtures.Model(adapter), m);
             PeftPromptLearning.Save(method, m, dir, model);
             var ours = Config(dir);
             var theirs = Config(Fixtures.Model(adapter));
