@@ -66,6 +66,15 @@ public class PromptPrefixEstimatorTests
             }
             PersistenceRoundTripTests.RunProbe(zip, idv, outJson);
             Assert.Equal(expected, File.ReadAllText(outJson));
+
+            // The trained method exports as a PEFT adapter that scores identically when imported again.
+            string peft = Path.Combine(dir, "peft");
+            PeftPromptLearning.Save(model.Method, model.Model, peft, TinyWordModel.Folder);
+            var again = PeftPromptLearning.Load(peft, model.Model);
+            var ids = TorchSharp.torch.tensor(new long[] { 3, 4, 5, 6, 7 }).view(1, 5);
+            var mask = TorchSharp.torch.ones_like(ids);
+            Assert.Equal(0.0, Fixtures.MaxAbsDiff(again.Logits(model.Model, ids, mask), model.Method.Logits(model.Model, ids, mask)), 6);
+            (again as IDisposable)?.Dispose();
         }
         finally { Directory.Delete(dir, true); }
     }
