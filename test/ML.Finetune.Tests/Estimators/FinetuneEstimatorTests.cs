@@ -165,4 +165,35 @@ public class FinetuneEstimatorTests
             finally { FinetuneTransformer.BaseModelSearchPaths.Remove(parent); }
         }
     }
+
+    [Fact]
+    public void Cancellation_ThroughMLContext_StopsTraining()
+    {
+        var ml = new MLContext();
+        var est = ml.Transforms.Finetune(Options(50));
+        int seen = 0;
+        est.ProgressCallback = p => { seen++; if (p.Record.Step == 2) ML.Finetune.Persistence.HostAccess.CancelExecution(ml); };
+        Assert.ThrowsAny<OperationCanceledException>(() => est.Fit(TinyWordModel.Data(ml)));
+        Assert.Equal(3, seen);
+    }
+
+    [Fact]
+    public void FullyFinetunedModel_IsSelfContained_LoadsWithoutTheBase()
+    {
+        var ml = new MLContext(seed: 1);
+        string baseDir = TinyWordModel.Create(Fixtures.TempDir(), seed: 5), dir = Fixtures.TempDir();
+        var o = Options(20); o.BaseModelPath = baseDir; o.DType = FinetuneDType.BFloat16;
+        var data = TinyWordModel.Data(ml);
+        using var model = ml.Transforms.Finetune(o).Fit(data);
+        Assert.True(model.IsSelfContained);
+        var expected = DataViewDump.ToJson(model.Transform(data));
+        string zip = Path.Combine(dir, "m.zip");
+        ml.Model.Save(model, data.Schema, zip);
+        Directory.Delete(baseDir, true);
+        var loaded = (FinetuneTransformer)ml.Model.Load(zip, out _);
+        Assert.Equal(expected, DataViewDump.ToJson(loaded.Transform(data)));
+        Assert.Equal(model.TrainingHistory.ToCsv(), loaded.TrainingHistory.ToCsv());
+        Assert.Equal(FinetuneDType.BFloat16, loaded.Settings.DType);
+        Directory.Delete(dir, true);
+    }
 }
