@@ -62,6 +62,12 @@ public class FinetuneEstimatorTests
         using var m = ml.Transforms.Finetune(o).Fit(TinyWordModel.Data(ml));
         var val = m.TrainingHistory.Records.Select(r => !double.IsNaN(r.ValLoss)).ToArray();
         Assert.Equal(new[] { false, true, false, true, false, true }, val);
+        string dir = Fixtures.TempDir(), png = Path.Combine(dir, "loss.png"), csv = Path.Combine(dir, "loss.csv");
+        m.TrainingHistory.SaveLossPlot(png);
+        m.TrainingHistory.WriteCsv(csv);
+        Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, File.ReadAllBytes(png).Take(4).ToArray());
+        Assert.Equal(7, File.ReadAllLines(csv).Length);
+        Directory.Delete(dir, true);
     }
 
     [Fact]
