@@ -36,6 +36,14 @@ public class FinetuneEstimatorTests
         var metrics = ml.Finetune().Evaluate(transformed);
         Assert.Equal(1.0, metrics.ExactMatchAccuracy);
         Assert.True(metrics.MeanNll < 0.1 && metrics.Perplexity < 1.11, $"nll {metrics.MeanNll}");
+        // Stop strings cut the text; seeded sampling is reproducible.
+        var stop = new FinetuneTransformer(null, model.Model, model.Tokenizer, model.Method, model.Settings with { StopStrings = new[] { " haven" } },
+            model.TrainingHistory, model.BaseModel, new());
+        Assert.Equal(new[] { "new", "houston" }, stop.Generate(new[] { "where is yale", "where is rice" }));
+        var sampler = new FinetuneTransformer(null, model.Model, model.Tokenizer, model.Method, model.Settings with { Temperature = 1.5, TopK = 3, TopP = 0.9, GenerationSeed = 4 },
+            model.TrainingHistory, model.BaseModel, new());
+        var prompts = TinyWordModel.Facts.Select(f => f.Prompt).ToList();
+        Assert.Equal(sampler.Generate(prompts), sampler.Generate(prompts));
         Console.WriteLine($"[measure] tiny llama full finetuning: {200 / seconds:F1} steps/s (batch 6)");
     }
 
