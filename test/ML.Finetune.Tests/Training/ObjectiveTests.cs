@@ -194,9 +194,11 @@ public class ObjectiveTests
             new EncodedExample(new long[] { 5, 6, 7, 8 }, new long[] { -100, -100, 7, 8 }),
             new EncodedExample(new long[] { 9, 10, 11, 12, 13 }, new long[] { -100, -100, -100, 12, 13 }),
         };
+        var keepAlive = new List<CausalLM>(); // a collected module disposes its parameters
         Dictionary<string, Tensor> Train(int batch, int acc, double? clip)
         {
             var model = CausalLMFactory.LoadPretrained(Fixtures.Model("tiny-gpt2"));
+            keepAlive.Add(model);
             var method = new FullFinetuneMethod();
             method.Attach(model, 0);
             new FinetuneTrainer(new TrainerOptions
@@ -208,6 +210,7 @@ public class ObjectiveTests
         }
         var big = Train(2, 1, null); var acc = Train(1, 2, null);
         foreach (var (n, p) in big) Assert.True(Fixtures.MaxAbsDiff(p, acc[n]) < 1e-6, n);
+        GC.KeepAlive(keepAlive);
         // Clipping: every gradient is scaled by the same factor so that the global norm is the cap.
         using var _ = NewDisposeScope();
         var a = ones(3).requires_grad_(true); var b = ones(4).requires_grad_(true);
