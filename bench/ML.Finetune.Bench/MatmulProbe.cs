@@ -32,5 +32,17 @@ static class MatmulProbe
         TorchCpuMath.TrySetFloat32MatmulBf16(false);
         Console.WriteLine($"fp32 matmul {n}^3 (back to IEEE):   {T(a32, b32, out var e3),7:F0} GFLOP/s  max rel err {e3:E1}");
         Console.WriteLine($"bf16 matmul {n}^3 (oneDNN):         {T(a16, b16, out var e4),7:F0} GFLOP/s  max rel err {e4:E1}");
+        // The LM head as generation runs it: linear(x [rows, 768], W [50257, 768]) (W transposed, like nn.Linear).
+        foreach (long rows in new long[] { 1, 16, 512 })
+            foreach (var dt in new[] { ScalarType.Float32, ScalarType.BFloat16 })
+            {
+                using var x = torch.randn(rows, 768).to_type(dt);
+                using var w = torch.randn(50257, 768).to_type(dt);
+                for (int i = 0; i < 2; i++) nn.functional.linear(x, w).Dispose();
+                var ts = new double[5];
+                for (int i = 0; i < ts.Length; i++) { var sw = Stopwatch.StartNew(); nn.functional.linear(x, w).Dispose(); ts[i] = sw.Elapsed.TotalSeconds; }
+                double med = ts.OrderBy(t => t).ElementAt(2);
+                Console.WriteLine($"linear [{rows},768]x[50257,768]^T {dt,-9}: {med * 1000,8:F2} ms  {2.0 * rows * 768 * 50257 / med / 1e9,7:F1} GFLOP/s");
+            }
     }
 }

@@ -53,7 +53,10 @@ public static class Workloads
         {
             case "forward":
                 model.eval();
-                step = () => { using var _ = torch.no_grad(); using var sc = NewDisposeScope(); return model.Forward(new CausalLMInput { InputIds = ids }).Logits[0, 0, 0].ToSingle(); };
+                // BENCH_FORWARD_GRAD=1: run the forward with autograd enabled (diagnoses no_grad-only slow paths).
+                bool grad = Environment.GetEnvironmentVariable("BENCH_FORWARD_GRAD") == "1";
+                step = () => { using var _ = torch.set_grad_enabled(grad); using var sc = NewDisposeScope(); return model.Forward(new CausalLMInput { InputIds = ids }).Logits[0, 0, 0].ToSingle(); };
+                if (grad) notes = "autograd enabled";
                 break;
             case "gen-cache":
             case "gen-nocache":
