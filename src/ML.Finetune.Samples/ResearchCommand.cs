@@ -6,7 +6,7 @@ using ML.Finetune.Tokenization;
 namespace ML.Finetune.Samples;
 
 /// <summary>`research`: quick pretrain → finetune θ_p and θ_0 → held-out accuracy, for iterating on the setup.</summary>
-internal static class ResearchCommand
+public static class ResearchCommand
 {
     public static int Run(string[] a)
     {
@@ -21,7 +21,7 @@ internal static class ResearchCommand
         string folder = Arg("--model", Path.Combine(Path.GetTempPath(), "mlft-research-model"));
         if (Arg("--skip-pretrain", "0") != "1")
         {
-            var (_, el) = Pretrainer.Run(facts, po, folder, (s, l) => { if (s % 250 == 0) Console.WriteLine($"pretrain step {s} loss {l:F3}"); });
+            var (_, el) = Pretrainer.Run(facts, po, folder, (s, l) => { if (s % int.Parse(Arg("--every", "250")) == 0) Console.WriteLine($"pretrain step {s} loss {l:F3} {DateTime.Now:HH:mm:ss.ff}"); });
             Console.WriteLine($"pretrain {el.TotalSeconds:F0}s");
         }
         var tok = CausalLMTokenizer.FromFolder(folder);

@@ -9,7 +9,7 @@ namespace ML.Finetune.Samples.Experiment;
 public sealed record PretrainOptions
 {
     public int Seed { get; init; } = 1;
-    public int Steps { get; init; } = 3000;
+    public int Steps { get; init; } = 1500;
     public int BatchSize { get; init; } = 32;
     public double LearningRate { get; init; } = 2e-3;
     public int HiddenSize { get; init; } = 128;

@@ -1,0 +1,47 @@
+using ML.Finetune.Models;
+
+namespace ML.Finetune.Samples.Experiment;
+
+/// <summary>What every method gets: the model to train (θ_p or θ_0, freshly loaded), a frozen copy of its starting weights (the L2/KL reference), the data.</summary>
+public sealed record MethodContext(
+    CausalLM Model,
+    CausalLM Start,
+    LmText Text,
+    IReadOnlyList<TokenSequence> TrainData,
+    IReadOnlyList<TokenSequence> PretrainingText,
+    int Steps,
+    double LearningRate,
+    long Seed,
+    Action<int, double>? Progress);
+
+public sealed record MethodOutcome(IReadOnlyList<(int Step, double Loss)> History, long TrainableParameters);
+
+/// <summary>One finetuning method of the main job. DefaultLearningRate is the one used in the comparison table.</summary>
+public sealed record FinetuneMethod(string Name, string Description, double DefaultLearningRate, Func<MethodContext, MethodOutcome> Run);
+
+/// <summary>
+/// The methods the main job compares. Adding a method is one line here. Only methods with a real implementation
+/// are listed: LoRA, prompt and prefix tuning join when their estimators land in the library.
+/// </summary>
+public static class FinetuneMethods
+{
+    public static readonly IReadOnlyList<FinetuneMethod> All =
+    [
+        new("full", "full finetuning, CE on completion tokens", 3e-4, c => Full(c, 0, 0)),
+        new("full+l2", "full finetuning + β‖θ−θ_p‖², β=0.01", 3e-4, c => Full(c, l2: 0.01, kl: 0)),
+        new("full+kl", "full finetuning + λ·KL(p_θp‖p_θ) on pretraining text, λ=1", 3e-4, c => Full(c, l2: 0, kl: 1.0)),
+    ];
+
+    public static FinetuneMethod Get(string name) =>
+        All.FirstOrDefault(m => m.Name == name) ?? throw new ArgumentException($"unknown method '{name}' (available: {string.Join(", ", All.Select(m => m.Name))})");
+
+    static MethodOutcome Full(MethodContext c, double l2, double kl)
+    {
+        var hist = MiniTrainer.Train(c.Model, c.Text, c.TrainData, new MiniTrainOptions
+        {
+            Steps = c.Steps, BatchSize = 16, LearningRate = c.LearningRate, WarmupSteps = Math.Max(1, c.Steps / 10), Seed = c.Seed,
+            L2Beta = l2, KlLambda = kl, KlSequences = c.PretrainingText, Reference = (l2 > 0 || kl > 0) ? c.Start : null,
+        }, c.Progress);
+        return new MethodOutcome(hist, c.Model.parameters().Where(p => p.requires_grad).Sum(p => p.numel()));
+    }
+}
