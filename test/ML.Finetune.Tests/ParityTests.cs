@@ -11,6 +11,13 @@ public class ParityTests
     public static TheoryData<string> Models => new() { "tiny-gpt2", "tiny-llama", "tiny-qwen2" };
     const double Atol = 1e-5;
 
+    /// <summary>
+    /// GPT-2 is float64 end to end. The Llama family is not, in HF or here: RMSNorm, RoPE cos/sin and the
+    /// attention softmax run in float32 by design, so a float64 run inherits float32 rounding there.
+    /// Observed: gpt2 4.9e-15; llama/qwen2 about 6.5e-7 (not resolved to HF's exact float32 placement).
+    /// </summary>
+    static double F64Tol(string name) => name == "tiny-gpt2" ? 1e-10 : 2e-6;
+
     static CausalLMOutput RunRight(CausalLM m, bool hidden = false) => m.Forward(new CausalLMInput
     {
         InputIds = Fixtures.Input("input_ids_right"),
@@ -75,9 +82,13 @@ public class ParityTests
         {
             InputIds = Fixtures.Input("input_ids_right"), AttentionMask = Fixtures.Input("attention_mask_right"),
         });
-        // Logits are always returned as float32, so compare the f64 run at float32 resolution of the output...
-        var f64Logits = Fixtures.Ref(name, "logits_right_f64");
-        double diff = Fixtures.MaxAbsDiff(o.Logits, f64Logits);
-        Assert.True(diff < 2e-6, $"f64 logits diff {diff}");
+        Assert.Equal(ScalarType.Float64, o.Logits.dtype);
+        double diff = Fixtures.MaxAbsDiff(o.Logits, Fixtures.Ref(name, "logits_right_f64"));
+        Console.WriteLine($"{name} f64 logits diff {diff:E2}");
+        Assert.True(diff < F64Tol(name), $"f64 logits diff {diff}");
+        // HF's f64 fixture loss is an exact float64 masked mean; ours is cross_entropy in float64.
+        var loss = HfLoss(o.Logits, Fixtures.Input("labels_right"));
+        double lossDiff = Fixtures.MaxAbsDiff(loss, Fixtures.Ref(name, "loss_right_f64"));
+        Assert.True(lossDiff < F64Tol(name), $"f64 loss diff {lossDiff}");
     }
 }

@@ -32,6 +32,8 @@ public static class SafeTensors
         ["I8"] = (ScalarType.Int8, 1), ["U8"] = (ScalarType.Byte, 1), ["BOOL"] = (ScalarType.Bool, 1),
     };
 
+    static readonly UTF8Encoding StrictUtf8 = new(false, true);
+
     public static IReadOnlyCollection<string> SupportedDTypes => DTypes.Keys;
 
     /// <summary>Reads and validates the header only.</summary>
@@ -59,6 +61,8 @@ public static class SafeTensors
         long dataLength = fileLength - dataStart;
 
         JsonDocument doc;
+        try { StrictUtf8.GetCharCount(headerBytes); }
+        catch (DecoderFallbackException e) { throw new CheckpointFormatException($"{path}: tensor/field '(header)': header is not valid UTF-8", e) { FilePath = path }; }
         try { doc = JsonDocument.Parse(headerBytes, new JsonDocumentOptions { MaxDepth = 16 }); }
         catch (Exception e) when (e is JsonException or ArgumentException or DecoderFallbackException)
         { throw new CheckpointFormatException($"{path}: header is not valid JSON: {e.Message}", e) { FilePath = path }; }

@@ -21,7 +21,7 @@ public sealed class CausalLMInput
 
 public sealed class CausalLMOutput
 {
-    /// <summary>[B, T, V], always float32.</summary>
+    /// <summary>[B, T, V]; float32, or float64 when the model computes in float64.</summary>
     public required Tensor Logits { get; init; }
     /// <summary>Embeddings, the output of each layer except the last, then the output of the final norm (HF convention).</summary>
     public IReadOnlyList<Tensor>? HiddenStates { get; init; }
@@ -65,6 +65,10 @@ public abstract class CausalLM : nn.Module
     /// <summary>The floating dtype of the parameters (compute dtype).</summary>
     public ScalarType ComputeDType => parameters().First().dtype;
     public Device Device => parameters().First().device;
+
+    /// <summary>Logits leave the model in float32 (also for bf16 compute); a float64 model keeps float64.</summary>
+    protected static Tensor LogitsDType(Tensor logits) =>
+        logits.dtype is ScalarType.Float32 or ScalarType.Float64 ? logits : logits.to_type(ScalarType.Float32);
 
     protected (Tensor h, long past, Tensor mask, Tensor positions) Prepare(CausalLMInput input)
     {

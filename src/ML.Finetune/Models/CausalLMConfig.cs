@@ -36,6 +36,12 @@ public sealed record CausalLMConfig
 
     public bool IsGpt2 => ModelType == "gpt2";
 
+    public bool Equals(CausalLMConfig? other) =>
+        other is not null && (this with { EosTokenIds = [] }).ToString() == (other with { EosTokenIds = [] }).ToString()
+        && EosTokenIds.SequenceEqual(other.EosTokenIds);
+
+    public override int GetHashCode() => HashCode.Combine(ModelType, VocabSize, HiddenSize, NumLayers);
+
     /// <summary>Reads config.json (and generation_config.json when present) from a model folder.</summary>
     public static CausalLMConfig Load(string folder)
     {
@@ -47,7 +53,18 @@ public sealed record CausalLMConfig
     }
 
     /// <summary>Parses config.json text; <paramref name="path"/> is only used in error messages.</summary>
-    public static CausalLMConfig Parse(string json, string path = "config.json")
+    public static CausalLMConfig Parse(string json, string path = "config.json") =>
+        WrapJsonErrors(path, () => ParseCore(json, path));
+
+    /// <summary>System.Text.Json.Nodes reports some problems (duplicate keys) lazily with non-JSON exception types.</summary>
+    static T WrapJsonErrors<T>(string path, Func<T> f)
+    {
+        try { return f(); }
+        catch (Exception e) when (e is JsonException or ArgumentException or InvalidOperationException or FormatException)
+        { throw new CheckpointFormatException($"{path}: field '(root)': invalid JSON content: {e.Message}", e) { FilePath = path }; }
+    }
+
+    static CausalLMConfig ParseCore(string json, string path)
     {
         JsonObject o = ParseObject(json, path);
         var r = new Reader(o, path);
@@ -96,7 +113,9 @@ public sealed record CausalLMConfig
     }
 
     /// <summary>Overrides bos/eos/pad with generation_config.json values where that file sets them.</summary>
-    public CausalLMConfig WithGenerationConfig(string json, string path)
+    public CausalLMConfig WithGenerationConfig(string json, string path) => WrapJsonErrors(path, () => WithGenerationConfigCore(json, path));
+
+    CausalLMConfig WithGenerationConfigCore(string json, string path)
     {
         var r = new Reader(ParseObject(json, path), path);
         var eos = r.LongList("eos_token_id");

@@ -52,8 +52,8 @@ public sealed class Gpt2LMHeadModel : CausalLM
         }
         h = transformer.ln_f.forward(h);
         hidden?.Add(h);
-        var logits = nn.functional.linear(h, transformer.wte.weight!).to_type(ScalarType.Float32);
-        return new CausalLMOutput { Logits = logits, HiddenStates = hidden };
+        var logits = nn.functional.linear(h, transformer.wte.weight!);
+        return new CausalLMOutput { Logits = LogitsDType(logits), HiddenStates = hidden };
     }
 }
 

@@ -43,8 +43,8 @@ public sealed class LlamaForCausalLM : CausalLM
         }
         h = model.norm.forward(h);
         hidden?.Add(h);
-        var logits = (lm_head != null ? lm_head.forward(h) : nn.functional.linear(h, model.embed_tokens.weight!)).to_type(ScalarType.Float32);
-        return new CausalLMOutput { Logits = logits, HiddenStates = hidden };
+        var logits = (lm_head != null ? lm_head.forward(h) : nn.functional.linear(h, model.embed_tokens.weight!));
+        return new CausalLMOutput { Logits = LogitsDType(logits), HiddenStates = hidden };
     }
 
     /// <summary>

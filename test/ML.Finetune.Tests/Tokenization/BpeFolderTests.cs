@@ -52,6 +52,14 @@ public class BpeFolderTests
     }
 
     [Fact]
+    public void TokenizerJsonBpe_SplitRegexThenByteLevel_MatchesTiktoken()
+    {
+        using var dir = new TempFolder();
+        Gpt2TestData.WriteTokenizerJson(dir.File("tokenizer.json"), arrayMerges: false, splitThenByteLevel: true);
+        AssertSameAsTiktoken(CausalLMTokenizer.FromFolder(dir.Path));
+    }
+
+    [Fact]
     public void TokenizerJson_SmallHandWrittenBpe()
     {
         using var dir = new TempFolder();

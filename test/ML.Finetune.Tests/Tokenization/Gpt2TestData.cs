@@ -94,7 +94,7 @@ internal static class Gpt2TestData
     }
 
     /// <summary>Writes a HF tokenizer.json for GPT-2 (ByteLevel BPE) with merges as "a b" strings or [a, b] arrays.</summary>
-    public static void WriteTokenizerJson(string path, bool arrayMerges)
+    public static void WriteTokenizerJson(string path, bool arrayMerges, bool splitThenByteLevel = false)
     {
         using var stream = File.Create(path);
         using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
@@ -109,10 +109,33 @@ internal static class Gpt2TestData
         w.WriteEndArray();
         w.WriteNull("normalizer");
         w.WriteStartObject("pre_tokenizer");
-        w.WriteString("type", "ByteLevel");
-        w.WriteBoolean("add_prefix_space", false);
-        w.WriteBoolean("trim_offsets", true);
-        w.WriteBoolean("use_regex", true);
+        if (splitThenByteLevel)
+        {
+            // Llama-3 / Qwen style: an explicit Split regex followed by ByteLevel without its own regex.
+            w.WriteString("type", "Sequence");
+            w.WriteStartArray("pretokenizers");
+            w.WriteStartObject();
+            w.WriteString("type", "Split");
+            w.WriteStartObject("pattern");
+            w.WriteString("Regex", ByteLevelEncoding.Gpt2Pattern);
+            w.WriteEndObject();
+            w.WriteString("behavior", "Isolated");
+            w.WriteBoolean("invert", false);
+            w.WriteEndObject();
+            w.WriteStartObject();
+            w.WriteString("type", "ByteLevel");
+            w.WriteBoolean("add_prefix_space", false);
+            w.WriteBoolean("use_regex", false);
+            w.WriteEndObject();
+            w.WriteEndArray();
+        }
+        else
+        {
+            w.WriteString("type", "ByteLevel");
+            w.WriteBoolean("add_prefix_space", false);
+            w.WriteBoolean("trim_offsets", true);
+            w.WriteBoolean("use_regex", true);
+        }
         w.WriteEndObject();
         w.WriteStartObject("decoder");
         w.WriteString("type", "ByteLevel");

@@ -81,6 +81,24 @@ public class WordLevelTokenizerTests
     }
 
     [Fact]
+    public void WordLevel_LowercaseNormalizerAndPostProcessorBos()
+    {
+        using var dir = new TempFolder();
+        dir.Write("tokenizer.json", """
+        {"added_tokens": [{"id": 3, "content": "[BOS]", "special": true}],
+         "normalizer": {"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Lowercase"}]},
+         "pre_tokenizer": {"type": "WhitespaceSplit"},
+         "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "[BOS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}]},
+         "model": {"type": "WordLevel", "vocab": {"[UNK]": 0, "hello": 1, "world": 2, "[BOS]": 3}, "unk_token": "[UNK]"}}
+        """);
+        var tok = CausalLMTokenizer.FromFolder(dir.Path);
+        Assert.Equal(3, tok.BosId);
+        Assert.True(tok.AddBosToken);
+        Assert.Equal(new[] { 3, 1, 2 }, tok.Encode("HELLO World"));
+        Assert.Equal("hello world", tok.Decode(tok.Encode("HELLO World")));
+    }
+
+    [Fact]
     public void WordLevel_TokenizerJsonHasHfShape()
     {
         using var dir = new TempFolder();
