@@ -20,6 +20,7 @@ public static class Commands
           finetune      --model <dir> --data <file.jsonl|csv> --method full --out <dir> [--steps <n>] [--lr <x>] [--seed <n>]
           generate      --model <dir> --prompt "<text>" [--max-tokens <n>]
           evaluate      --model <dir> [--facts <tsv>] [--split test|train]
+          bench         forward/generation benchmark of a GPT-2-small-shaped model
           info          TorchSharp/libtorch versions and an autograd check
         """;
 
@@ -40,6 +41,7 @@ public static class Commands
                 "evaluate" => Evaluate(new CliArgs(rest, ["--model", "--facts", "--split"])),
                 "info" => InfoCommand.Run(),
                 "research" => ResearchCommand.Run(rest),
+                "bench" => Bench(rest),
                 "help" or "--help" => Help(),
                 _ => throw new CliException($"unknown command '{cmd}'"),
             };
@@ -57,6 +59,8 @@ public static class Commands
             return 1;
         }
     }
+
+    static int Bench(string[] rest) { Benchmarks.ForwardGenerationBenchmark.Run(rest); return 0; }
 
     static int Help() { Console.WriteLine(Usage); return 0; }
 

@@ -8,11 +8,8 @@ public static class Evaluator
     public static (double Accuracy, List<(QaPair Pair, string Got, bool Ok)> Rows) ExactMatch(CausalLM model, LmText text, IReadOnlyList<QaPair> pairs)
     {
         var rows = new List<(QaPair, string, bool)>();
-        foreach (var p in pairs)
-        {
-            string got = text.Generate(model, p.Prompt);
-            rows.Add((p, got, got == Text.Normalize(p.Answer)));
-        }
+        var answers = text.GenerateBatch(model, pairs.Select(p => p.Prompt).ToList());
+        for (int i = 0; i < pairs.Count; i++) rows.Add((pairs[i], answers[i], answers[i] == Text.Normalize(pairs[i].Answer)));
         return (pairs.Count == 0 ? 0 : rows.Count(r => r.Item3) / (double)pairs.Count, rows);
     }
 }

@@ -53,6 +53,22 @@ public sealed class LmText(CausalLMTokenizer tokenizer)
         return Tokenizer.Decode(generated).Trim();
     }
 
+    /// <summary>Greedy answers for many prompts at once with the library's KV-cached generator (left-padded batches).</summary>
+    public IReadOnlyList<string> GenerateBatch(CausalLM model, IReadOnlyList<string> prompts, int maxNewTokens = 8, int batchSize = 64)
+    {
+        var answers = new List<string>(prompts.Count);
+        for (int i = 0; i < prompts.Count; i += batchSize)
+        {
+            var ids = prompts.Skip(i).Take(batchSize).Select(p => new[] { (long)Bos }.Concat(Encode(p).Select(x => (long)x)).ToArray()).ToList();
+            var r = ML.Finetune.Generation.TextGenerator.Generate(model, ids, new ML.Finetune.Generation.GenerationOptions
+            {
+                MaxNewTokens = maxNewTokens, EosTokenIds = [Eos], PadTokenId = Pad,
+            });
+            foreach (var row in r.NewTokens) answers.Add(Tokenizer.Decode(row.Where(t => t != Eos).Select(t => (int)t)).Trim());
+        }
+        return answers;
+    }
+
     /// <summary>Right-padded batch: ids [B,T] and next-token labels [B,T-1] (-100 = ignored).</summary>
     public (Tensor ids, Tensor labels) Batch(IReadOnlyList<TokenSequence> seqs)
     {
