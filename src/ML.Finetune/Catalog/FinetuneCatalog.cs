@@ -1,0 +1,17 @@
+using Microsoft.ML;
+using ML.Finetune.Estimators;
+using ML.Finetune.Evaluation;
+using ML.Finetune.Persistence;
+
+namespace ML.Finetune;
+
+/// <summary>Entry points: <c>mlContext.Transforms.Finetune(options)</c> and <c>mlContext.Finetune().Evaluate(...)</c>.</summary>
+public static class FinetuneCatalog
+{
+    /// <summary>Full finetuning of a pretrained causal LM on (prompt, completion) pairs.</summary>
+    public static FullFinetuneEstimator Finetune(this TransformsCatalog catalog, FullFinetuneOptions options) =>
+        new(HostAccess.GetEnvironment(catalog), options);
+
+    /// <summary>Finetuning operations that are not transforms (evaluation).</summary>
+    public static FinetuneOperations Finetune(this MLContext mlContext) => new(mlContext);
+}

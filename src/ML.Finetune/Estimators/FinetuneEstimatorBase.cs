@@ -1,0 +1,198 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+using ML.Finetune.Models;
+using ML.Finetune.Persistence;
+using ML.Finetune.Tokenization;
+using ML.Finetune.Training;
+using ML.Finetune.Transformers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace ML.Finetune.Estimators;
+
+/// <summary>
+/// The shared estimator: validates columns, loads the base model and tokenizer, builds the method
+/// (<see cref="CreateMethod"/>), runs the one <see cref="FinetuneTrainer"/> and returns a <see cref="FinetuneTransformer"/>.
+/// Subclasses only say which method trains (full, LoRA, prompt, prefix).
+/// </summary>
+public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
+{
+    protected FinetuneEstimatorBase(IHostEnvironment env, FinetuneOptions options)
+    {
+        Env = env ?? throw new ArgumentNullException(nameof(env));
+        Options = options ?? throw new ArgumentNullException(nameof(options));
+        Host = HostAccess.Register(env, GetType().Name);
+    }
+
+    protected IHostEnvironment Env { get; }
+    protected IHost Host { get; }
+    public FinetuneOptions Options { get; }
+
+    /// <summary>A new, unattached method instance.</summary>
+    protected abstract IFinetuneMethod CreateMethod();
+
+    /// <summary>Throws ArgumentOutOfRangeException when the column is missing and ArgumentException when it is not text.</summary>
+    public static void CheckTextColumn(DataViewSchema schema, string name, string role)
+    {
+        var col = schema.GetColumnOrNull(name);
+        if (col is null)
+            throw new ArgumentOutOfRangeException(name, $"The {role} column '{name}' was not found in the input data; expected a column of type Text (string). " +
+                $"Columns present: {string.Join(", ", schema.Select(c => c.Name))}.");
+        if (col.Value.Type is not TextDataViewType)
+            throw new ArgumentException($"The {role} column '{name}' has type {col.Value.Type}; expected Text (string).", name);
+    }
+
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        void Check(string name, string role)
+        {
+            if (!inputSchema.TryFindColumn(name, out var c))
+                throw new ArgumentOutOfRangeException(name, $"The {role} column '{name}' was not found in the input schema; expected a column of type Text (string).");
+            if (c.Kind != SchemaShape.Column.VectorKind.Scalar || c.ItemType is not TextDataViewType)
+                throw new ArgumentException($"The {role} column '{name}' has type {c.ItemType}{(c.Kind == SchemaShape.Column.VectorKind.Scalar ? "" : " vector")}; expected Text (string).", name);
+        }
+        Check(Options.PromptColumnName, "prompt");
+        Check(Options.CompletionColumnName, "completion");
+        var cols = inputSchema.ToDictionary(c => c.Name);
+        cols[Options.OutputColumnName] = MakeColumn(Options.OutputColumnName, TextDataViewType.Instance);
+        cols[Options.ScoreColumnName] = MakeColumn(Options.ScoreColumnName, NumberDataViewType.Single);
+        cols[Options.ScorePerTokenColumnName] = MakeColumn(Options.ScorePerTokenColumnName, NumberDataViewType.Single);
+        return new SchemaShape(cols.Values);
+    }
+
+    static SchemaShape.Column MakeColumn(string name, DataViewType type) => HostAccess.ScalarColumn(name, type);
+
+    public FinetuneTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var o = Options;
+        CheckTextColumn(input.Schema, o.PromptColumnName, "prompt");
+        CheckTextColumn(input.Schema, o.CompletionColumnName, "completion");
+        if (string.IsNullOrWhiteSpace(o.BaseModelPath)) throw new ArgumentException("BaseModelPath is not set.", nameof(o.BaseModelPath));
+        if (!Directory.Exists(o.BaseModelPath)) throw new DirectoryNotFoundException($"The base model folder '{o.BaseModelPath}' (BaseModelPath) does not exist.");
+
+        if (o.NumberOfThreads is int threads)
+        {
+            if (threads < 1) throw new ArgumentOutOfRangeException(nameof(o.NumberOfThreads), "NumberOfThreads must be ≥ 1.");
+            torch.set_num_threads(threads);
+        }
+        var device = ResolveDevice();
+        var dtype = o.DType == FinetuneDType.BFloat16 ? ScalarType.BFloat16 : ScalarType.Float32;
+        var tokenizer = CausalLMTokenizer.FromFolder(o.BaseModelPath);
+        var encoder = new ExampleEncoder(tokenizer, o.MaxSequenceLength);
+        var train = ReadPairs(input, "training data (the IDataView passed to Fit)", encoder);
+        var validation = o.ValidationData is null ? null : ReadPairs(o.ValidationData, "ValidationData", encoder);
+        List<long[]>? references = null;
+        if (o.KlPenalty > 0)
+        {
+            if (o.ReferenceTextData is null) throw new ArgumentException("KlPenalty > 0 needs ReferenceTextData.", nameof(o.ReferenceTextData));
+            references = ReadTexts(o.ReferenceTextData, o.ReferenceTextColumnName, encoder);
+        }
+
+        var model = CausalLMFactory.LoadPretrained(o.BaseModelPath, new ModelLoadOptions { DType = dtype, Device = device });
+        tokenizer.ValidateAgainstModel(model.Config.VocabSize);
+        var method = CreateMethod();
+        try
+        {
+            torch.manual_seed(o.Seed);
+            method.Attach(model, o.Seed);
+            var trainer = new FinetuneTrainer(new TrainerOptions
+            {
+                LearningRate = o.LearningRate, Optimizer = o.Optimizer, WeightDecay = o.WeightDecay, Momentum = o.Momentum,
+                Schedule = o.Schedule, WarmupSteps = o.WarmupSteps, MaxSteps = o.MaxSteps, Epochs = o.Epochs, BatchSize = o.BatchSize,
+                GradientClipNorm = o.GradientClipNorm, GradientAccumulationSteps = o.GradientAccumulationSteps,
+                EvaluateEveryNSteps = o.EvaluateEveryNSteps, L2Penalty = o.L2Penalty, L2Squared = o.L2Squared, KlPenalty = o.KlPenalty, Seed = o.Seed,
+            }, encoder.PadId)
+            {
+                CheckAlive = () => HostAccess.CheckAlive(Host),
+                Progress = p =>
+                {
+                    var r = p.Record;
+                    if (r.Step == 0 || (r.Step + 1) % 10 == 0 || r.Step + 1 == p.TotalSteps || !double.IsNaN(r.ValLoss))
+                        HostAccess.Info(Host, $"step {r.Step + 1}/{p.TotalSteps}: loss {r.TrainLoss:G5} (ce {r.CrossEntropy:G5}, kl {r.KL:G4}), " +
+                            $"‖θ−θp‖ {r.Distance:G4}, lr {r.LearningRate:G3}{(double.IsNaN(r.ValLoss) ? "" : $", val {r.ValLoss:G5}")}");
+                    ProgressCallback?.Invoke(p);
+                },
+            };
+            var history = trainer.Train(model, method, train, validation, references);
+            foreach (var (_, p) in method.TrainableParameters) p.requires_grad = false;
+            var baseFiles = method.Name == FullFinetuneMethod.MethodName ? FinetuneTransformer.ReadBaseFiles(o.BaseModelPath) : new Dictionary<string, byte[]>();
+            return new FinetuneTransformer(Env, model, tokenizer, method, FinetuneTransformerSettings.From(o), history,
+                BaseModelReference.Of(o.BaseModelPath), baseFiles);
+        }
+        catch
+        {
+            (method as IDisposable)?.Dispose();
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Optional per-step progress callback (in addition to the ML.NET log).</summary>
+    public Action<TrainingProgress>? ProgressCallback { get; set; }
+
+    Device ResolveDevice()
+    {
+        var (gpu, fallback) = HostAccess.GpuSettings(Env);
+        bool cuda = torch.cuda.is_available();
+        switch (Options.Device)
+        {
+            case FinetuneDevice.Cpu: return torch.CPU;
+            case FinetuneDevice.Cuda:
+                if (cuda) return torch.device(DeviceType.CUDA, gpu ?? 0);
+                if (fallback) return torch.CPU;
+                throw new InvalidOperationException("Device = Cuda was requested but CUDA is not available (set MLContext.FallbackToCpu = true to use the CPU).");
+            default:
+                if (gpu is null) return torch.CPU;
+                if (cuda) return torch.device(DeviceType.CUDA, gpu.Value);
+                if (fallback) return torch.CPU;
+                throw new InvalidOperationException($"MLContext.GpuDeviceId = {gpu} but CUDA is not available (set MLContext.FallbackToCpu = true to use the CPU).");
+        }
+    }
+
+    List<EncodedExample> ReadPairs(IDataView data, string what, ExampleEncoder encoder)
+    {
+        CheckTextColumn(data.Schema, Options.PromptColumnName, "prompt");
+        CheckTextColumn(data.Schema, Options.CompletionColumnName, "completion");
+        var p = data.Schema[Options.PromptColumnName]; var c = data.Schema[Options.CompletionColumnName];
+        var list = new List<EncodedExample>();
+        using var cursor = data.GetRowCursor(new[] { p, c });
+        var gp = cursor.GetGetter<ReadOnlyMemory<char>>(p); var gc = cursor.GetGetter<ReadOnlyMemory<char>>(c);
+        ReadOnlyMemory<char> pv = default, cv = default;
+        long row = 0;
+        while (cursor.MoveNext())
+        {
+            HostAccess.CheckAlive(Host);
+            gp(ref pv); gc(ref cv);
+            list.Add(encoder.Encode(pv.ToString(), cv.ToString(), row++, Options.CompletionColumnName));
+        }
+        if (list.Count == 0) throw new InvalidOperationException($"The {what} has no rows; finetuning needs at least one (prompt, completion) pair.");
+        return list;
+    }
+
+    List<long[]> ReadTexts(IDataView data, string column, ExampleEncoder encoder)
+    {
+        CheckTextColumn(data.Schema, column, "reference text");
+        var col = data.Schema[column];
+        var list = new List<long[]>();
+        using var cursor = data.GetRowCursor(new[] { col });
+        var g = cursor.GetGetter<ReadOnlyMemory<char>>(col);
+        ReadOnlyMemory<char> v = default;
+        while (cursor.MoveNext())
+        {
+            g(ref v);
+            var ids = encoder.EncodePrompt(v.ToString());
+            if (ids.Length > 0) list.Add(ids);
+        }
+        if (list.Count == 0) throw new InvalidOperationException("ReferenceTextData has no non-empty rows; the KL penalty needs reference texts.");
+        return list;
+    }
+}
+
+/// <summary>Full finetuning: every weight of the base model trains. The saved model is self-contained.</summary>
+public sealed class FullFinetuneEstimator : FinetuneEstimatorBase
+{
+    public FullFinetuneEstimator(IHostEnvironment env, FullFinetuneOptions options) : base(env, options) { }
+    protected override IFinetuneMethod CreateMethod() => new FullFinetuneMethod();
+}

@@ -1,0 +1,74 @@
+using ML.Finetune.Tokenization;
+
+namespace ML.Finetune.Training;
+
+/// <summary>One tokenized (prompt, completion) pair: ids = prompt + completion + eos; labels −100 on prompt positions.</summary>
+public sealed record EncodedExample(long[] InputIds, long[] Labels)
+{
+    public int Length => InputIds.Length;
+    public int PromptLength => Labels.TakeWhile(l => l == FinetuneObjective.IgnoreIndex).Count();
+}
+
+/// <summary>
+/// Tokenizes training pairs. Truncation policy: when prompt + completion + eos exceeds <see cref="MaxSequenceLength"/>,
+/// the PROMPT is truncated from the left (a leading BOS is kept); the completion y is never cut: if completion + eos
+/// does not fit next to at least one prompt token, <see cref="Encode"/> throws an ArgumentException naming the row and column.
+/// </summary>
+public sealed class ExampleEncoder
+{
+    public ExampleEncoder(CausalLMTokenizer tokenizer, int maxSequenceLength)
+    {
+        Tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
+        if (maxSequenceLength < 2) throw new ArgumentOutOfRangeException(nameof(maxSequenceLength), "MaxSequenceLength must be at least 2.");
+        MaxSequenceLength = maxSequenceLength;
+        EosId = tokenizer.EosId ?? throw new InvalidOperationException("The tokenizer defines no eos token; finetuning needs one to end completions.");
+        PadId = tokenizer.PadId ?? EosId;
+    }
+
+    public CausalLMTokenizer Tokenizer { get; }
+    public int MaxSequenceLength { get; }
+    public int EosId { get; }
+    /// <summary>Pad id of batches (the tokenizer's pad, else eos). Pads are masked and labelled −100, so its value does not matter.</summary>
+    public int PadId { get; }
+
+    /// <summary>Prompt ids (BOS when the tokenizer adds one), left-truncated to <paramref name="maxLength"/>.</summary>
+    public long[] EncodePrompt(string prompt, int? maxLength = null)
+    {
+        var ids = Tokenizer.Encode(prompt ?? "").Select(i => (long)i).ToList();
+        int max = maxLength ?? MaxSequenceLength;
+        return LeftTruncate(ids, max).ToArray();
+    }
+
+    /// <summary>Completion ids (no BOS) followed by eos.</summary>
+    public long[] EncodeCompletion(string completion)
+    {
+        var ids = Tokenizer.Tokenizer.EncodeToIds(completion ?? "").Select(i => (long)i).ToList();
+        ids.Add(EosId);
+        return ids.ToArray();
+    }
+
+    private List<long> LeftTruncate(List<long> ids, int max)
+    {
+        if (ids.Count <= max) return ids;
+        bool bos = Tokenizer.BosId is { } b && ids.Count > 0 && ids[0] == b;
+        var kept = ids.Skip(ids.Count - (bos ? max - 1 : max)).ToList();
+        if (bos) kept.Insert(0, ids[0]);
+        return kept;
+    }
+
+    public EncodedExample Encode(string prompt, string completion, long row = -1, string completionColumn = "Completion")
+    {
+        var c = EncodeCompletion(completion);
+        if (c.Length + 1 > MaxSequenceLength)
+            throw new ArgumentException(
+                $"Row {row}: column '{completionColumn}' has {c.Length - 1} tokens (+ eos); with at least one prompt token that exceeds " +
+                $"MaxSequenceLength {MaxSequenceLength}. Completions are never truncated: raise MaxSequenceLength or shorten the completion.",
+                completionColumn);
+        var p = Tokenizer.Encode(prompt ?? "").Select(i => (long)i).ToList();
+        if (p.Count == 0) p.Add(EosId); // something must condition the first completion token
+        p = LeftTruncate(p, MaxSequenceLength - c.Length);
+        var ids = p.Concat(c).ToArray();
+        var labels = Enumerable.Repeat(FinetuneObjective.IgnoreIndex, p.Count).Concat(c).ToArray();
+        return new EncodedExample(ids, labels);
+    }
+}

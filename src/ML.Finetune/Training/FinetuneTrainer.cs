@@ -1,0 +1,226 @@
+using ML.Finetune.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace ML.Finetune.Training;
+
+/// <summary>Settings of the training loop (the estimator options map onto these).</summary>
+public sealed class TrainerOptions
+{
+    public double LearningRate { get; set; } = 1e-5;
+    public OptimizerKind Optimizer { get; set; } = OptimizerKind.AdamW;
+    public double WeightDecay { get; set; } = 0.0;
+    public double Momentum { get; set; } = 0.0;
+    public double AdamBeta1 { get; set; } = 0.9;
+    public double AdamBeta2 { get; set; } = 0.999;
+    public double AdamEpsilon { get; set; } = 1e-8;
+    public LearningRateScheduleKind Schedule { get; set; } = LearningRateScheduleKind.Constant;
+    public int WarmupSteps { get; set; }
+    /// <summary>Optimizer steps; when null, <see cref="Epochs"/> passes over the data.</summary>
+    public int? MaxSteps { get; set; }
+    public int Epochs { get; set; } = 1;
+    public int BatchSize { get; set; } = 8;
+    /// <summary>Global-norm gradient clipping; null or ≤ 0 = off.</summary>
+    public double? GradientClipNorm { get; set; }
+    public int GradientAccumulationSteps { get; set; } = 1;
+    /// <summary>Validation loss every N optimizer steps (and after the last); 0 = only after the last.</summary>
+    public int EvaluateEveryNSteps { get; set; }
+    public double L2Penalty { get; set; }
+    public bool L2Squared { get; set; }
+    public double KlPenalty { get; set; }
+    public long Seed { get; set; } = 0;
+    public bool Shuffle { get; set; } = true;
+}
+
+/// <summary>Progress of a run, reported after every optimizer step.</summary>
+public sealed record TrainingProgress(TrainingRecord Record, int TotalSteps);
+
+/// <summary>
+/// The one training loop for every <see cref="IFinetuneMethod"/>: right-padded batches (cost linear in length, one
+/// forward per batch), seeded shuffling, AdamW/SGD, schedules with warmup, global-norm clipping, gradient
+/// accumulation, periodic validation, NaN/Inf detection, a dispose scope per step. Deterministic on CPU for a seed.
+/// The method must be attached to the model before <see cref="Train"/>.
+/// </summary>
+public sealed class FinetuneTrainer
+{
+    public FinetuneTrainer(TrainerOptions options, long padId)
+    {
+        Options = options ?? throw new ArgumentNullException(nameof(options));
+        if (options.BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(options), "BatchSize must be ≥ 1.");
+        if (options.GradientAccumulationSteps < 1) throw new ArgumentOutOfRangeException(nameof(options), "GradientAccumulationSteps must be ≥ 1.");
+        if (options.MaxSteps is < 1) throw new ArgumentOutOfRangeException(nameof(options), "MaxSteps must be ≥ 1.");
+        if (options.MaxSteps is null && options.Epochs < 1) throw new ArgumentOutOfRangeException(nameof(options), "Epochs must be ≥ 1.");
+        if (!(options.LearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(options), "LearningRate must be > 0.");
+        PadId = padId;
+        Objective = new FinetuneObjective(options.L2Penalty, options.KlPenalty, options.L2Squared);
+    }
+
+    public TrainerOptions Options { get; }
+    public long PadId { get; }
+    public FinetuneObjective Objective { get; }
+    public Action<TrainingProgress>? Progress { get; set; }
+    /// <summary>Called before every step; throw to cancel (the estimator passes ML.NET's host CheckAlive).</summary>
+    public Action? CheckAlive { get; set; }
+    /// <summary>Called after the step's gradients are complete and before clipping/update: (step, trainable parameters).</summary>
+    public Action<int, IReadOnlyList<(string Name, Tensor Parameter)>>? GradientsReady { get; set; }
+
+    /// <summary>Right-pads examples into one batch (pad id, mask 0, label −100).</summary>
+    public static TrainingBatch Collate(IReadOnlyList<EncodedExample> examples, long padId, Device? device = null)
+    {
+        int b = examples.Count, t = examples.Max(e => e.Length);
+        var ids = new long[b * t]; var mask = new long[b * t]; var labels = new long[b * t];
+        for (int i = 0; i < b; i++)
+            for (int j = 0; j < t; j++)
+            {
+                bool real = j < examples[i].Length;
+                ids[i * t + j] = real ? examples[i].InputIds[j] : padId;
+                mask[i * t + j] = real ? 1 : 0;
+                labels[i * t + j] = real ? examples[i].Labels[j] : FinetuneObjective.IgnoreIndex;
+            }
+        Tensor Make(long[] a) { var x = torch.tensor(a, new long[] { b, t }); return device is null || device.type == DeviceType.CPU ? x : x.to(device); }
+        return new TrainingBatch(Make(ids), Make(mask), Make(labels));
+    }
+
+    /// <summary>Total optimizer steps for a data set of <paramref name="count"/> examples.</summary>
+    public int TotalSteps(int count)
+    {
+        if (Options.MaxSteps is int m) return m;
+        int batches = (count + Options.BatchSize - 1) / Options.BatchSize;
+        return Math.Max(1, (int)Math.Ceiling((double)batches * Options.Epochs / Options.GradientAccumulationSteps));
+    }
+
+    public TrainingHistory Train(CausalLM model, IFinetuneMethod method, IReadOnlyList<EncodedExample> train,
+        IReadOnlyList<EncodedExample>? validation = null, IReadOnlyList<long[]>? referenceTexts = null)
+    {
+        ArgumentNullException.ThrowIfNull(model); ArgumentNullException.ThrowIfNull(method); ArgumentNullException.ThrowIfNull(train);
+        if (train.Count == 0) throw new InvalidOperationException("The training data has no rows.");
+        var device = model.Device;
+        torch.manual_seed(Options.Seed);
+        var rng = new Random(unchecked((int)Options.Seed));
+        var parameters = method.TrainableParameters;
+        if (parameters.Count == 0) throw new InvalidOperationException($"Method '{method.Name}' has no trainable parameters; was Attach called?");
+
+        var references = Options.KlPenalty > 0 ? PrepareReferences(model, method, referenceTexts, device) : new List<ReferenceBatch>();
+        using var optimizer = FinetuneOptimizer.Create(Options.Optimizer, parameters, Options.WeightDecay,
+            Options.AdamBeta1, Options.AdamBeta2, Options.AdamEpsilon, Options.Momentum);
+        int total = TotalSteps(train.Count);
+        var schedule = new LearningRateSchedule(Options.Schedule, Options.WarmupSteps, total);
+        var history = new TrainingHistory();
+        var order = new List<int>();
+        int cursor = 0;
+        IReadOnlyList<EncodedExample> NextBatch()
+        {
+            if (cursor >= order.Count)
+            {
+                order = Enumerable.Range(0, train.Count).ToList();
+                if (Options.Shuffle) for (int i = order.Count - 1; i > 0; i--) { int j = rng.Next(i + 1); (order[i], order[j]) = (order[j], order[i]); }
+                cursor = 0;
+            }
+            var idx = order.Skip(cursor).Take(Options.BatchSize).Select(i => train[i]).ToList();
+            cursor += Options.BatchSize;
+            return idx;
+        }
+
+        try
+        {
+            model.train();
+            for (int step = 0; step < total; step++)
+            {
+                CheckAlive?.Invoke();
+                using var scope = torch.NewDisposeScope();
+                double lr = schedule.LearningRate(Options.LearningRate, step);
+                optimizer.ZeroGrad();
+                double sumTotal = 0, sumCe = 0, sumL2 = 0, sumKl = 0, distSq = 0;
+                int acc = Options.GradientAccumulationSteps;
+                for (int micro = 0; micro < acc; micro++)
+                {
+                    using var batch = Collate(NextBatch(), PadId, device);
+                    var reference = references.Count > 0 ? references[(step * acc + micro) % references.Count] : null;
+                    var terms = Objective.Compute(method, model, batch, reference);
+                    double t = terms.Total.ToDouble();
+                    if (!double.IsFinite(t)) throw new FinetuneDivergedException(step, t);
+                    (acc == 1 ? terms.Total : terms.Total.div(acc)).backward();
+                    sumTotal += t; sumCe += terms.CrossEntropy.ToDouble(); sumL2 += terms.L2.ToDouble(); sumKl += terms.KL.ToDouble();
+                    distSq = terms.DistanceSquared.ToDouble();
+                }
+                GradientsReady?.Invoke(step, parameters);
+                double gradNorm = ClipGradients(parameters, Options.GradientClipNorm);
+                if (!double.IsFinite(gradNorm)) throw new FinetuneDivergedException(step, gradNorm, "gradient norm");
+                optimizer.Step(lr);
+
+                bool last = step == total - 1;
+                double val = double.NaN;
+                if (validation is { Count: > 0 } && (last || (Options.EvaluateEveryNSteps > 0 && (step + 1) % Options.EvaluateEveryNSteps == 0)))
+                {
+                    val = ValidationLoss(model, method, validation);
+                    model.train();
+                }
+                var record = new TrainingRecord(step, sumTotal / acc, sumCe / acc, sumL2 / acc, sumKl / acc, Math.Sqrt(Math.Max(0, distSq)), lr, gradNorm, val);
+                history.Add(record);
+                Progress?.Invoke(new TrainingProgress(record, total));
+            }
+        }
+        finally
+        {
+            model.eval();
+            foreach (var r in references) r.Dispose();
+            optimizer.ZeroGrad();
+        }
+        return history;
+    }
+
+    /// <summary>‖g‖₂ over all parameters; scales gradients to <paramref name="maxNorm"/> when above it.</summary>
+    public static double ClipGradients(IReadOnlyList<(string Name, Tensor Parameter)> parameters, double? maxNorm)
+    {
+        using var _ = torch.no_grad();
+        using var scope = torch.NewDisposeScope();
+        var grads = parameters.Select(p => p.Parameter.grad).Where(g => g is not null).Select(g => g!).ToList();
+        if (grads.Count == 0) return 0;
+        var sq = grads.Select(g => g.to_type(ScalarType.Float64).square().sum()).Aggregate((a, b) => a.add(b));
+        double norm = Math.Sqrt(sq.ToDouble());
+        if (maxNorm is double m && m > 0 && double.IsFinite(norm) && norm > m)
+        {
+            double f = m / (norm + 1e-6);
+            foreach (var g in grads) g.mul_(f);
+        }
+        return norm;
+    }
+
+    /// <summary>Mean CE over every completion token of the data (no_grad, eval mode).</summary>
+    public double ValidationLoss(CausalLM model, IFinetuneMethod method, IReadOnlyList<EncodedExample> data)
+    {
+        model.eval();
+        using var _ = torch.no_grad();
+        double sum = 0; long count = 0;
+        for (int i = 0; i < data.Count; i += Options.BatchSize)
+        {
+            using var scope = torch.NewDisposeScope();
+            using var batch = Collate(data.Skip(i).Take(Options.BatchSize).ToList(), PadId, model.Device);
+            var logits = method.Logits(model, batch.InputIds, batch.AttentionMask);
+            var (lp, mask) = FinetuneObjective.TargetLogProbs(logits, batch.Labels);
+            sum -= lp.sum().ToDouble();
+            count += (long)mask.sum().ToDouble();
+        }
+        return count == 0 ? double.NaN : sum / count;
+    }
+
+    private List<ReferenceBatch> PrepareReferences(CausalLM model, IFinetuneMethod method, IReadOnlyList<long[]>? texts, Device device)
+    {
+        if (texts is null || texts.Count == 0)
+            throw new InvalidOperationException("KlPenalty > 0 needs reference texts (ReferenceTextData); none were given.");
+        var list = new List<ReferenceBatch>();
+        bool wasTraining = model.training;
+        model.eval();
+        for (int i = 0; i < texts.Count; i += Options.BatchSize)
+        {
+            var chunk = texts.Skip(i).Take(Options.BatchSize).Select(t => new EncodedExample(t, t)).ToList();
+            using var batch = Collate(chunk, PadId, device);
+            var lp = FinetuneObjective.PretrainedLogProbs(method, model, batch.InputIds, batch.AttentionMask);
+            var ids = batch.InputIds.clone(); var mask = batch.AttentionMask.clone();
+            foreach (var t in new[] { ids, mask, lp }) t.DetachFromDisposeScope();
+            list.Add(new ReferenceBatch(ids, mask, lp));
+        }
+        if (wasTraining) model.train();
+        return list;
+    }
+}

@@ -1,0 +1,80 @@
+using ML.Finetune.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace ML.Finetune.Training;
+
+/// <summary>
+/// Full finetuning ("full"): every parameter of the model trains (a tied head/embedding matrix once). Keeps a frozen
+/// detached copy of θ_p on the model's device for ‖θ−θ_p‖² (memory: one extra copy of the weights). KL needs no
+/// second model: the trainer caches p_θp before the first step, while θ = θ_p (see <see cref="FinetuneObjective"/>).
+/// SaveState holds every weight under its HF name, so a fully finetuned model is self-contained.
+/// </summary>
+public sealed class FullFinetuneMethod : IFinetuneMethod, IDisposable
+{
+    public const string MethodName = "full";
+    private List<(string Name, Tensor Parameter)> _params = new();
+    private List<Tensor> _pretrained = new();
+
+    public string Name => MethodName;
+
+    public void Attach(CausalLM model, long seed)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        DisposeCopies();
+        var seen = new HashSet<IntPtr>();
+        _params = new();
+        foreach (var (name, p) in model.named_parameters())
+        {
+            if (!seen.Add(p.Handle)) continue; // tied weights once
+            p.requires_grad = true;
+            _params.Add((name, p));
+        }
+        using (torch.no_grad())
+            _pretrained = _params.Select(p => { var c = p.Parameter.detach().clone(); c.DetachFromDisposeScope(); return c; }).ToList();
+    }
+
+    public IReadOnlyList<(string Name, Tensor Parameter)> TrainableParameters => _params;
+
+    public Tensor Logits(CausalLM model, Tensor inputIds, Tensor attentionMask) =>
+        model.Forward(new CausalLMInput { InputIds = inputIds, AttentionMask = attentionMask }).Logits;
+
+    /// <summary>Null: θ_p is reproduced by the trainer's cache of p_θp computed before training.</summary>
+    public IDisposable? UsePretrained(CausalLM model) => null;
+
+    public Tensor DistanceFromPretrainedSquared()
+    {
+        if (_params.Count == 0) throw new InvalidOperationException("Attach must be called first.");
+        Tensor? sum = null;
+        for (int i = 0; i < _params.Count; i++)
+        {
+            var s = _params[i].Parameter.sub(_pretrained[i]).square().sum();
+            sum = sum is null ? s : sum.add(s);
+        }
+        return sum!;
+    }
+
+    public GenerationPrefix? GetGenerationPrefix(CausalLM model) => null;
+
+    public (IReadOnlyDictionary<string, Tensor> Tensors, string ConfigJson) SaveState() =>
+        (_params.ToDictionary(p => p.Name, p => p.Parameter.detach().cpu().contiguous()), "{}");
+
+    public void LoadState(IReadOnlyDictionary<string, Tensor> tensors)
+    {
+        if (_params.Count == 0) throw new InvalidOperationException("Attach must be called first.");
+        using (torch.no_grad())
+        {
+            foreach (var (name, p) in _params)
+            {
+                if (!tensors.TryGetValue(name, out var t)) throw new InvalidDataException($"Saved full-finetuning state has no tensor '{name}'.");
+                if (!t.shape.SequenceEqual(p.shape))
+                    throw new InvalidDataException($"Saved tensor '{name}' has shape [{string.Join(",", t.shape)}]; the model expects [{string.Join(",", p.shape)}].");
+                p.copy_(t);
+            }
+            for (int i = 0; i < _params.Count; i++) _pretrained[i].copy_(_params[i].Parameter);
+        }
+    }
+
+    private void DisposeCopies() { foreach (var t in _pretrained) t.Dispose(); _pretrained.Clear(); }
+    public void Dispose() => DisposeCopies();
+}

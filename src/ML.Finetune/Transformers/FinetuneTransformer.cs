@@ -1,0 +1,324 @@
+using System.Security.Cryptography;
+using System.Text.Json;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+using ML.Finetune.Checkpoints;
+using ML.Finetune.Data;
+using ML.Finetune.Estimators;
+using ML.Finetune.Models;
+using ML.Finetune.Persistence;
+using ML.Finetune.Tokenization;
+using ML.Finetune.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+[assembly: LoadableClass(typeof(ML.Finetune.Transformers.FinetuneTransformer), null, typeof(SignatureLoadModel),
+    "Finetuned causal LM", ML.Finetune.Transformers.FinetuneTransformer.LoaderSignature)]
+
+namespace ML.Finetune.Transformers;
+
+/// <summary>What the transformer needs besides weights: columns, lengths and generation settings (saved as JSON).</summary>
+public sealed record FinetuneTransformerSettings
+{
+    public string PromptColumnName { get; init; } = "Prompt";
+    public string CompletionColumnName { get; init; } = "Completion";
+    public string OutputColumnName { get; init; } = "GeneratedText";
+    public string ScoreColumnName { get; init; } = "Score";
+    public string ScorePerTokenColumnName { get; init; } = "ScorePerToken";
+    public int MaxSequenceLength { get; init; } = 512;
+    public FinetuneDType DType { get; init; } = FinetuneDType.Float32;
+    public long Seed { get; init; }
+    public int MaxNewTokens { get; init; } = 32;
+    public double Temperature { get; init; }
+    public int TopK { get; init; }
+    public double TopP { get; init; } = 1.0;
+    public string[] StopStrings { get; init; } = Array.Empty<string>();
+    public int BatchSize { get; init; } = 8;
+    public long GenerationSeed { get; init; }
+
+    public FinetuneGenerationOptions Generation => new()
+    {
+        MaxNewTokens = MaxNewTokens, Temperature = Temperature, TopK = TopK, TopP = TopP, StopStrings = StopStrings, BatchSize = BatchSize, Seed = GenerationSeed,
+    };
+
+    public static FinetuneTransformerSettings From(FinetuneOptions o) => new()
+    {
+        PromptColumnName = o.PromptColumnName, CompletionColumnName = o.CompletionColumnName, OutputColumnName = o.OutputColumnName,
+        ScoreColumnName = o.ScoreColumnName, ScorePerTokenColumnName = o.ScorePerTokenColumnName, MaxSequenceLength = o.MaxSequenceLength,
+        DType = o.DType, Seed = o.Seed, MaxNewTokens = o.Generation.MaxNewTokens, Temperature = o.Generation.Temperature, TopK = o.Generation.TopK,
+        TopP = o.Generation.TopP, StopStrings = o.Generation.StopStrings ?? Array.Empty<string>(), BatchSize = Math.Max(1, o.Generation.BatchSize),
+        GenerationSeed = o.Generation.Seed,
+    };
+}
+
+/// <summary>The base checkpoint a saved model refers to: its folder and the SHA-256 of each weight file.</summary>
+public sealed record BaseModelReference(string Path, IReadOnlyDictionary<string, string> WeightSha256)
+{
+    public static BaseModelReference Of(string folder) => new(System.IO.Path.GetFullPath(folder),
+        CausalLMFactory.WeightFiles(folder).ToDictionary(f => System.IO.Path.GetFileName(f), Sha256));
+
+    public static string Sha256(string file)
+    {
+        using var fs = File.OpenRead(file);
+        return Convert.ToHexString(SHA256.HashData(fs)).ToLowerInvariant();
+    }
+
+    /// <summary>True when <paramref name="folder"/> holds the same weight files.</summary>
+    public bool Matches(string folder)
+    {
+        try { return Of(folder).WeightSha256.OrderBy(k => k.Key).SequenceEqual(WeightSha256.OrderBy(k => k.Key)); }
+        catch (FileNotFoundException) { return false; }
+    }
+}
+
+/// <summary>
+/// A finetuned causal LM as an ML.NET transformer. Transform adds <c>GeneratedText</c> (KV-cached generation for each
+/// row's prompt, lazily in batches) and, when the completion column is present, <c>Score</c> = Σ log p(completion + eos | prompt)
+/// and <c>ScorePerToken</c> (its mean per token).
+/// <para>Saving (mlContext.Model.Save) stores the method name, settings, the method's trained tensors (safetensors bytes),
+/// the training history and a reference to the base model (folder + SHA-256 of its weight files). Full finetuning also stores
+/// the config and tokenizer files, so it is self-contained. Methods that need the base resolve it on load from, in order:
+/// the saved path, the folder in the environment variable <c>MLFINETUNE_BASE_MODEL_DIR</c> (the base folder itself or its
+/// parent), then each folder of <see cref="BaseModelSearchPaths"/> (itself or its parent). Missing → FileNotFoundException;
+/// changed weights → InvalidDataException naming path and expected hash.</para>
+/// </summary>
+public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposable
+{
+    public const string LoaderSignature = "MLFtFinetuneTransformer";
+    public const string BaseModelDirVariable = "MLFINETUNE_BASE_MODEL_DIR";
+    private static readonly PersistedComponentInfo Info = new("MLFTFINE", 0x00010001, LoaderSignature, typeof(FinetuneTransformer));
+    static readonly string[] SelfContainedFiles = { "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+        "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model" };
+
+    /// <summary>Extra folders searched for a relocated base model (see the class remarks).</summary>
+    public static List<string> BaseModelSearchPaths { get; } = new();
+
+    private readonly IHost? _host;
+    private readonly Dictionary<string, byte[]> _baseFiles;
+
+    internal FinetuneTransformer(IHostEnvironment? env, CausalLM model, CausalLMTokenizer tokenizer, IFinetuneMethod method,
+        FinetuneTransformerSettings settings, TrainingHistory history, BaseModelReference baseModel, Dictionary<string, byte[]> baseFiles)
+    {
+        _host = env is null ? null : HostAccess.Register(env, "FinetuneTransformer");
+        Model = model; Tokenizer = tokenizer; Method = method; Settings = settings; TrainingHistory = history; BaseModel = baseModel;
+        _baseFiles = baseFiles;
+        Encoder = new ExampleEncoder(tokenizer, settings.MaxSequenceLength);
+    }
+
+    public CausalLM Model { get; }
+    public CausalLMTokenizer Tokenizer { get; }
+    public IFinetuneMethod Method { get; }
+    public FinetuneTransformerSettings Settings { get; }
+    public TrainingHistory TrainingHistory { get; }
+    public BaseModelReference BaseModel { get; }
+    internal ExampleEncoder Encoder { get; }
+    public bool IsSelfContained => _baseFiles.Count > 0;
+
+    public bool IsRowToRowMapper => false;
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) => throw new NotSupportedException("Use Transform.");
+
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema) => new BatchMappedDataView(new EmptyDataView(inputSchema), new Mapper(this, inputSchema)).Schema;
+
+    public IDataView Transform(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        FinetuneEstimatorBase.CheckTextColumn(input.Schema, Settings.PromptColumnName, "prompt");
+        return new BatchMappedDataView(input, new Mapper(this, input.Schema), _host is null ? null : () => HostAccess.CheckAlive(_host));
+    }
+
+    /// <summary>Generates a completion for each prompt (the GeneratedText column's values).</summary>
+    public IReadOnlyList<string> Generate(IReadOnlyList<string> prompts)
+    {
+        var g = Settings.Generation;
+        var result = new List<string>();
+        using var rng = g.Temperature > 0 ? new Generator((ulong)g.Seed) : null;
+        var eos = new HashSet<long>(Model.Config.EosTokenIds) { Encoder.EosId };
+        int maxPrompt = Math.Max(1, Settings.MaxSequenceLength - (Model.Config.IsGpt2 ? g.MaxNewTokens : 0));
+        for (int i = 0; i < prompts.Count; i += g.BatchSize)
+        {
+            var chunk = prompts.Skip(i).Take(g.BatchSize).Select(p => Encoder.EncodePrompt(p, maxPrompt))
+                .Select(ids => ids.Length == 0 ? new long[] { Encoder.EosId } : ids).ToList();
+            var prefix = Method.GetGenerationPrefix(Model);
+            IEnumerable<long[]> generated = prefix?.SoftPrompt is null
+                ? Generation.TextGenerator.Generate(Model, chunk, new Generation.GenerationOptions
+                {
+                    MaxNewTokens = g.MaxNewTokens, DoSample = g.Temperature > 0, Temperature = g.Temperature > 0 ? g.Temperature : 1.0,
+                    TopK = g.TopK, TopP = g.TopP, Seed = g.Seed + i, EosTokenIds = eos.ToList(), PadTokenId = Encoder.PadId, PrefixCache = prefix?.PrefixCache,
+                }).NewTokens
+                : SoftPromptGeneration.Generate(Model, Method, chunk, g, eos, Encoder.PadId, rng);
+            foreach (var ids in generated)
+                result.Add(CutAtStop(Tokenizer.Decode(ids.Where(x => !eos.Contains(x)).Select(x => (int)x)), g.StopStrings));
+        }
+        return result;
+    }
+
+    /// <summary>(Σ log p, mean log p per token) of completion + eos given the prompt, per pair.</summary>
+    public IReadOnlyList<(double Score, double ScorePerToken)> Score(IReadOnlyList<(string Prompt, string Completion)> pairs)
+    {
+        var result = new List<(double, double)>();
+        int bs = Settings.BatchSize;
+        for (int i = 0; i < pairs.Count; i += bs)
+        {
+            var ex = pairs.Skip(i).Take(bs).Select((p, j) => Encoder.Encode(p.Prompt, p.Completion, i + j, Settings.CompletionColumnName)).ToList();
+            foreach (var (sum, count) in SoftPromptGeneration.Score(Model, Method, ex, Encoder.PadId)) result.Add((sum, count == 0 ? 0 : sum / count));
+        }
+        return result;
+    }
+
+    static string CutAtStop(string text, string[] stops)
+    {
+        int cut = text.Length;
+        foreach (var s in stops ?? Array.Empty<string>())
+            if (!string.IsNullOrEmpty(s)) { int at = text.IndexOf(s, StringComparison.Ordinal); if (at >= 0 && at < cut) cut = at; }
+        return text[..cut];
+    }
+
+    private sealed class Mapper : IBatchColumnMapper
+    {
+        private readonly FinetuneTransformer _t;
+        private readonly bool _score;
+        public Mapper(FinetuneTransformer t, DataViewSchema schema)
+        {
+            _t = t;
+            var c = schema.GetColumnOrNull(t.Settings.CompletionColumnName);
+            _score = c is { } col && col.Type is TextDataViewType;
+        }
+        public IReadOnlyList<string> InputColumns => _score
+            ? new[] { _t.Settings.PromptColumnName, _t.Settings.CompletionColumnName } : new[] { _t.Settings.PromptColumnName };
+        public IReadOnlyList<(string Name, DataViewType Type)> OutputColumns
+        {
+            get
+            {
+                var list = new List<(string, DataViewType)> { (_t.Settings.OutputColumnName, TextDataViewType.Instance) };
+                if (_score)
+                {
+                    list.Add((_t.Settings.ScoreColumnName, NumberDataViewType.Single));
+                    list.Add((_t.Settings.ScorePerTokenColumnName, NumberDataViewType.Single));
+                }
+                return list;
+            }
+        }
+        public int BatchSize => _t.Settings.BatchSize;
+        public object[][] MapBatch(IReadOnlyList<object[]> inputs)
+        {
+            var prompts = inputs.Select(r => r[0]?.ToString() ?? "").ToList();
+            var text = _t.Generate(prompts);
+            if (!_score) return text.Select(s => new object[] { s }).ToArray();
+            var scores = _t.Score(inputs.Select(r => (r[0]?.ToString() ?? "", r[1]?.ToString() ?? "")).ToList());
+            return text.Select((s, i) => new object[] { s, (float)scores[i].Score, (float)scores[i].ScorePerToken }).ToArray();
+        }
+    }
+
+    private sealed class EmptyDataView(DataViewSchema schema) : IDataView
+    {
+        public bool CanShuffle => false;
+        public DataViewSchema Schema { get; } = schema;
+        public long? GetRowCount() => 0;
+        public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null) => throw new NotSupportedException();
+        public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null) => throw new NotSupportedException();
+    }
+
+    // ---------------------------------------------------------------- persistence
+
+    sealed record Manifest(int FormatVersion, string Method, string[] BaseFiles);
+
+    void ICanSaveModel.Save(ModelSaveContext ctx) => ModelPersistence.Save(ctx, Info, w =>
+    {
+        w.Header.Write(1);
+        var (tensors, configJson) = Method.SaveState();
+        w.WriteEntry("manifest.json", JsonSerializer.SerializeToUtf8Bytes(new Manifest(1, Method.Name, _baseFiles.Keys.ToArray())));
+        w.WriteEntry("settings.json", JsonSerializer.SerializeToUtf8Bytes(Settings));
+        w.WriteEntry("method.json", System.Text.Encoding.UTF8.GetBytes(configJson));
+        w.WriteEntry("base.json", JsonSerializer.SerializeToUtf8Bytes(BaseModel));
+        w.WriteEntry("history.csv", System.Text.Encoding.UTF8.GetBytes(TrainingHistory.ToCsv()));
+        w.WriteEntry("weights.safetensors", TensorsToBytes(tensors));
+        foreach (var (name, bytes) in _baseFiles) w.WriteEntry("base/" + name, bytes);
+    });
+
+    private static FinetuneTransformer Create(IHostEnvironment env, ModelLoadContext ctx) => ModelPersistence.Load(ctx, Info, r =>
+    {
+        int format = r.Header.ReadInt32();
+        if (format != 1) throw new InvalidDataException($"Unsupported FinetuneTransformer format {format}.");
+        var manifest = JsonSerializer.Deserialize<Manifest>(r.ReadEntry("manifest.json")) ?? throw new InvalidDataException("manifest.json is empty.");
+        var settings = JsonSerializer.Deserialize<FinetuneTransformerSettings>(r.ReadEntry("settings.json")) ?? throw new InvalidDataException("settings.json is empty.");
+        string methodJson = System.Text.Encoding.UTF8.GetString(r.ReadEntry("method.json"));
+        var baseRef = JsonSerializer.Deserialize<BaseModelReference>(r.ReadEntry("base.json")) ?? throw new InvalidDataException("base.json is empty.");
+        var history = TrainingHistory.FromCsv(System.Text.Encoding.UTF8.GetString(r.ReadEntry("history.csv")));
+        var tensors = BytesToTensors(r.ReadEntry("weights.safetensors"));
+        var baseFiles = manifest.BaseFiles.ToDictionary(f => f, f => r.ReadEntry("base/" + f));
+        var method = FinetuneMethodFactory.Create(manifest.Method, methodJson);
+        var dtype = settings.DType == FinetuneDType.BFloat16 ? ScalarType.BFloat16 : ScalarType.Float32;
+        CausalLM model; CausalLMTokenizer tokenizer;
+        if (baseFiles.Count > 0)
+        {
+            string tmp = Directory.CreateTempSubdirectory("mlft-load").FullName;
+            try
+            {
+                foreach (var (f, bytes) in baseFiles) File.WriteAllBytes(System.IO.Path.Combine(tmp, f), bytes);
+                var config = CausalLMConfig.Load(tmp);
+                model = CausalLMFactory.Create(config);
+                tokenizer = CausalLMTokenizer.FromFolder(tmp);
+            }
+            finally { Directory.Delete(tmp, true); }
+            if (dtype != ScalarType.Float32) model.to(dtype);
+            model.eval();
+        }
+        else
+        {
+            string folder = ResolveBaseModel(baseRef);
+            model = CausalLMFactory.LoadPretrained(folder, new ModelLoadOptions { DType = dtype });
+            tokenizer = CausalLMTokenizer.FromFolder(folder);
+        }
+        method.Attach(model, settings.Seed);
+        try { method.LoadState(tensors); }
+        finally { foreach (var t in tensors.Values) t.Dispose(); }
+        foreach (var (_, p) in method.TrainableParameters) p.requires_grad = false;
+        return new FinetuneTransformer(env, model, tokenizer, method, settings, history, baseRef, baseFiles);
+    });
+
+    /// <summary>Finds the base model folder of <paramref name="reference"/> (see the class remarks for the search order).</summary>
+    public static string ResolveBaseModel(BaseModelReference reference)
+    {
+        string name = System.IO.Path.GetFileName(reference.Path.TrimEnd('/', '\\'));
+        var candidates = new List<string> { reference.Path };
+        var env = Environment.GetEnvironmentVariable(BaseModelDirVariable);
+        foreach (var root in (string.IsNullOrEmpty(env) ? Array.Empty<string>() : new[] { env }).Concat(BaseModelSearchPaths))
+        {
+            candidates.Add(root);
+            candidates.Add(System.IO.Path.Combine(root, name));
+        }
+        string? mismatched = null;
+        foreach (var c in candidates.Where(Directory.Exists))
+        {
+            if (reference.Matches(c)) return c;
+            if (File.Exists(System.IO.Path.Combine(c, "config.json"))) mismatched ??= c;
+        }
+        string expected = string.Join(", ", reference.WeightSha256.Select(kv => $"{kv.Key} sha256 {kv.Value}"));
+        if (mismatched != null)
+            throw new InvalidDataException($"The base model at '{mismatched}' is not the one this model was trained on: expected {expected}. " +
+                $"Restore the original weights, or point {BaseModelDirVariable} / FinetuneTransformer.BaseModelSearchPaths at a copy of them.");
+        throw new FileNotFoundException($"The base model '{reference.Path}' ({expected}) was not found. Set the environment variable " +
+            $"{BaseModelDirVariable} or add to FinetuneTransformer.BaseModelSearchPaths the folder it was moved to.", reference.Path);
+    }
+
+    internal static byte[] TensorsToBytes(IReadOnlyDictionary<string, Tensor> tensors)
+    {
+        string tmp = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"mlft-{Guid.NewGuid():N}.safetensors");
+        try { SafeTensors.Save(tmp, tensors); return File.ReadAllBytes(tmp); }
+        finally { if (File.Exists(tmp)) File.Delete(tmp); }
+    }
+
+    internal static Dictionary<string, Tensor> BytesToTensors(byte[] bytes)
+    {
+        string tmp = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"mlft-{Guid.NewGuid():N}.safetensors");
+        try { File.WriteAllBytes(tmp, bytes); return SafeTensors.Load(tmp); }
+        finally { if (File.Exists(tmp)) File.Delete(tmp); }
+    }
+
+    internal static Dictionary<string, byte[]> ReadBaseFiles(string folder) => SelfContainedFiles
+        .Select(f => System.IO.Path.Combine(folder, f)).Where(File.Exists)
+        .ToDictionary(f => System.IO.Path.GetFileName(f), File.ReadAllBytes);
+
+    public void Dispose() { (Method as IDisposable)?.Dispose(); Model.Dispose(); }
+}
