@@ -36,7 +36,7 @@ public static class ResearchCommand
             var sw = Stopwatch.StartNew();
             var model = which == "p" ? CausalLMFactory.LoadPretrained(folder) : CausalLMFactory.CreateRandom(CausalLMConfig.Load(folder), 7);
             var before = Evaluator.ExactMatch(model, text, test).Accuracy;
-            MiniTrainer.Train(model, text, ftData, new MiniTrainOptions { Steps = ftSteps, LearningRate = ftLr, BatchSize = 16, Seed = 3, WarmupSteps = 10 });
+            FinetuneMethods.Get("full").Run(new MethodContext(model, model, text, ftData, [], ftSteps, ftLr, 3, null));
             var (te, rows) = Evaluator.ExactMatch(model, text, test);
             var tr = Evaluator.ExactMatch(model, text, train).Accuracy;
             Console.WriteLine($"theta_{which}: before {before:P0} test {te:P1} train {tr:P1} ({sw.Elapsed.TotalSeconds:F0}s)");

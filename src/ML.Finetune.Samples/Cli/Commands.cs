@@ -2,6 +2,8 @@ using System.Diagnostics;
 using ML.Finetune.Models;
 using ML.Finetune.Samples.Experiment;
 using ML.Finetune.Tokenization;
+using Microsoft.ML;
+using Microsoft.ML.Data;
 using Spectre.Console;
 
 namespace ML.Finetune.Samples.Cli;
@@ -18,7 +20,8 @@ public static class Commands
                         --facts <tsv> --methods <a,b> --out <dir> --seed <n> --steps <n> --no-sweep --model <dir>
           pretrain      --out <dir> [--facts <tsv>] [--seed <n>] [--steps <n>]
           finetune      --model <dir> --data <file.jsonl|csv> --method full --out <dir> [--steps <n>] [--lr <x>] [--seed <n>]
-          generate      --model <dir> --prompt "<text>" [--max-tokens <n>]
+                        writes <out>/model.zip (ML.NET), <out>/hf/ (HF folder), <out>/history.csv
+          generate      (--model <dir> | --zip <model.zip>) --prompt "<text>" [--max-tokens <n>]
           evaluate      --model <dir> [--facts <tsv>] [--split test|train]
           bench         forward/generation benchmark of a GPT-2-small-shaped model
           info          TorchSharp/libtorch versions and an autograd check
@@ -154,6 +157,13 @@ public static class Commands
         return 0;
     }
 
+    public sealed class PromptCompletionRow { public string Prompt { get; set; } = ""; public string Completion { get; set; } = ""; }
+    public sealed class PromptRow { public string Prompt { get; set; } = ""; }
+
+    /// <summary>
+    /// Finetunes with the library's ML.NET estimator and writes, into --out: model.zip (mlContext.Model.Save) and the
+    /// finetuned weights as an HF folder. Everything is built in a sibling temp folder and moved at the end.
+    /// </summary>
     static int Finetune(CliArgs a)
     {
         string model = a.ExistingDir("--model");
@@ -163,41 +173,61 @@ public static class Commands
         if (method is "lora" or "prompt" or "prefix")
             throw new CliException($"method '{method}' is not available yet: its estimator has not landed in the library (available: full)");
         if (method != "full") throw new CliException($"option '--method' must be one of lora, prompt, prefix, full; got '{method}'");
+        int steps = a.Int("--steps", 150), seed = a.Int("--seed", 1, 0);
+        double lr = a.Double("--lr", 3e-4);
         var pairs = PromptCompletionFile.Load(data);
-        var tok = CausalLMTokenizer.FromFolder(model);
-        var text = new LmText(tok);
-        using var m = CausalLMFactory.LoadPretrained(model);
-        var seqs = pairs.Select(p => text.PromptCompletion(p.Prompt, p.Completion)).ToList();
+        var config = CausalLMConfig.Load(model);
+        var ml = new Microsoft.ML.MLContext(seed);
+        var dv = ml.Data.LoadFromEnumerable(pairs.Select(p => new PromptCompletionRow { Prompt = p.Prompt, Completion = p.Completion }));
         var sw = Stopwatch.StartNew();
-        var hist = MiniTrainer.Train(m, text, seqs, new MiniTrainOptions
+        using var transformer = ml.Transforms.Finetune(new Estimators.FullFinetuneOptions
         {
-            Steps = a.Int("--steps", 150), LearningRate = a.Double("--lr", 3e-4), Seed = a.Int("--seed", 1, 0), WarmupSteps = 10,
-        });
-        // Written beside the target, then moved: a failed run leaves nothing half-written.
+            BaseModelPath = Path.GetFullPath(model), MaxSteps = steps, LearningRate = lr, BatchSize = 16, WarmupSteps = Math.Max(1, steps / 10),
+            Schedule = Training.LearningRateScheduleKind.Cosine, Seed = seed, NumberOfThreads = 1,
+            MaxSequenceLength = config.MaxPositionEmbeddings, Generation = new Estimators.FinetuneGenerationOptions { MaxNewTokens = 8 },
+        }).Fit(dv);
         string full = Path.GetFullPath(outDir);
         string tmp = full.TrimEnd(Path.DirectorySeparatorChar) + $".tmp-{Guid.NewGuid():N}";
         try
         {
-            CausalLMFactory.SavePretrained(m, tmp);
-            foreach (var f in new[] { "tokenizer.json", "tokenizer_config.json" })
-                if (File.Exists(Path.Combine(model, f))) File.Copy(Path.Combine(model, f), Path.Combine(tmp, f));
+            Directory.CreateDirectory(tmp);
+            ml.Model.Save(transformer, dv.Schema, Path.Combine(tmp, "model.zip"));
+            CausalLMFactory.SavePretrained(transformer.Model, Path.Combine(tmp, "hf"));
+            foreach (var f in new[] { "tokenizer.json", "tokenizer_config.json", Pretrainer.InfoFile })
+                if (File.Exists(Path.Combine(model, f))) File.Copy(Path.Combine(model, f), Path.Combine(tmp, "hf", f));
+            transformer.TrainingHistory.WriteCsv(Path.Combine(tmp, "history.csv"));
             if (Directory.Exists(full)) Directory.Delete(full, true);
             Directory.Move(tmp, full);
         }
         finally { if (Directory.Exists(tmp)) Directory.Delete(tmp, true); }
-        Console.WriteLine($"finetuned ({method}) on {pairs.Count} examples, {hist.Count} steps, final loss {hist[^1].Loss:F3}, {sw.Elapsed.TotalSeconds:F0} s → {full}");
+        var last = transformer.TrainingHistory.Records[^1];
+        Console.WriteLine($"finetuned ({method}) on {pairs.Count} examples, {transformer.TrainingHistory.Records.Count} steps, final CE {last.CrossEntropy:F3}, " +
+                          $"‖θ−θ_p‖₂ {last.Distance:F3}, {sw.Elapsed.TotalSeconds:F0} s → {full}/model.zip, {full}/hf/");
         return 0;
     }
 
     static int Generate(CliArgs a)
     {
-        if (a.Has("--adapter") || a.Has("--zip"))
-            throw new CliException("--adapter and --zip need the LoRA estimator and ML.NET persistence, which have not landed yet");
-        string model = a.ExistingDir("--model");
+        if (a.Has("--adapter")) throw new CliException("--adapter needs the LoRA estimator, which has not landed yet");
         string prompt = a.Required("--prompt");
+        int maxTokens = a.Int("--max-tokens", 16);
+        if (a.Get("--zip") is string zip)
+        {
+            if (!File.Exists(zip)) throw new CliException($"option '--zip': file not found: {zip}");
+            var ml = new Microsoft.ML.MLContext(0);
+            var t = ml.Model.Load(zip, out _);
+            try
+            {
+                var outView = t.Transform(ml.Data.LoadFromEnumerable(new[] { new PromptRow { Prompt = prompt } }));
+                Console.WriteLine(outView.GetColumn<string>("GeneratedText").First().Trim());
+            }
+            finally { (t as IDisposable)?.Dispose(); }
+            return 0;
+        }
+        string model = a.ExistingDir("--model");
         var text = new LmText(CausalLMTokenizer.FromFolder(model));
         using var m = CausalLMFactory.LoadPretrained(model);
-        Console.WriteLine(text.Generate(m, prompt, a.Int("--max-tokens", 16)));
+        Console.WriteLine(text.Generate(m, prompt, maxTokens));
         return 0;
     }
 

@@ -1,4 +1,5 @@
 using ML.Finetune.Models;
+using ML.Finetune.Training;
 
 namespace ML.Finetune.Samples.Experiment;
 
@@ -35,13 +36,20 @@ public static class FinetuneMethods
     public static FinetuneMethod Get(string name) =>
         All.FirstOrDefault(m => m.Name == name) ?? throw new ArgumentException($"unknown method '{name}' (available: {string.Join(", ", All.Select(m => m.Name))})");
 
+    /// <summary>The library's loop (FinetuneTrainer) with FullFinetuneMethod; L2 and KL pull towards the weights at Attach.</summary>
     static MethodOutcome Full(MethodContext c, double l2, double kl)
     {
-        var hist = MiniTrainer.Train(c.Model, c.Text, c.TrainData, new MiniTrainOptions
+        using var method = new FullFinetuneMethod();
+        method.Attach(c.Model, c.Seed);
+        var trainer = new FinetuneTrainer(new TrainerOptions
         {
-            Steps = c.Steps, BatchSize = 16, LearningRate = c.LearningRate, WarmupSteps = Math.Max(1, c.Steps / 10), Seed = c.Seed,
-            L2Beta = l2, KlLambda = kl, KlSequences = c.PretrainingText, Reference = (l2 > 0 || kl > 0) ? c.Start : null,
-        }, c.Progress);
-        return new MethodOutcome(hist, c.Model.parameters().Where(p => p.requires_grad).Sum(p => p.numel()));
+            LearningRate = c.LearningRate, MaxSteps = c.Steps, BatchSize = 16, Schedule = LearningRateScheduleKind.Cosine,
+            WarmupSteps = Math.Max(1, c.Steps / 10), GradientClipNorm = 1.0, L2Penalty = l2, L2Squared = true, KlPenalty = kl, Seed = c.Seed,
+        }, c.Text.Pad);
+        trainer.Progress = p => c.Progress?.Invoke(p.Record.Step, p.Record.CrossEntropy);
+        var history = trainer.Train(c.Model, method, c.TrainData.Select(LmText.ToExample).ToList(), null,
+            kl > 0 ? c.PretrainingText.Select(t => t.Ids.Select(i => (long)i).ToArray()).ToList() : null);
+        return new MethodOutcome(history.Records.Select(r => (r.Step, r.CrossEntropy)).ToList(),
+            method.TrainableParameters.Sum(p => p.Parameter.numel()));
     }
 }

@@ -76,8 +76,8 @@ public static class MainJob
             done += o.Steps;
             var (te, rows) = Evaluator.ExactMatch(model, text, testQa);
             var tr = Evaluator.ExactMatch(model, text, trainQa).Accuracy;
-            var result = new RunResult(m.Name, init, lr, te, tr, MiniTrainer.Distance(model, start),
-                MiniTrainer.MeanKl(model, thetaP, text, klText), outcome.TrainableParameters, t0.Elapsed.TotalSeconds, outcome.History, rows);
+            var result = new RunResult(m.Name, init, lr, te, tr, Metrics.Distance(model, start),
+                Metrics.MeanKl(model, thetaP, text, klText), outcome.TrainableParameters, t0.Elapsed.TotalSeconds, outcome.History, rows);
             (isSweep ? sweep : runs).Add(result);
         }
         progress?.Stop();

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using ML.Finetune.Models;
 using ML.Finetune.Tokenization;
+using ML.Finetune.Training;
 using TorchSharp;
 
 namespace ML.Finetune.Samples.Experiment;
@@ -35,6 +36,19 @@ public static class Pretrainer
         return doc.RootElement.TryGetProperty("facts_sha256", out var h) ? h.GetString() : null;
     }
 
+    /// <summary>
+    /// WordLevel tokenizer.json via the library writer, with the HF "Whitespace" pre-tokenizer (\w+|[^\w\s]+) instead of
+    /// WhitespaceSplit, so raw text like "Q: Where is X? A:" tokenizes without our own normalisation; BOS added on encode.
+    /// </summary>
+    public static void WriteTokenizer(string folder, IReadOnlyList<string> vocab)
+    {
+        TokenizerFileWriter.WriteWordLevelTokenizerJson(folder, vocab, Unk, Bos, Eos, Pad, addBosToken: true);
+        string path = Path.Combine(folder, "tokenizer.json");
+        var root = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        root["pre_tokenizer"] = new System.Text.Json.Nodes.JsonObject { ["type"] = "Whitespace" };
+        File.WriteAllText(path, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));
+    }
+
     public static CausalLMConfig Config(PretrainOptions o, CausalLMTokenizer tok) => new()
     {
         ModelType = "llama",
@@ -64,17 +78,22 @@ public static class Pretrainer
         string tmp = full.TrimEnd(Path.DirectorySeparatorChar) + $".tmp-{Guid.NewGuid():N}";
         try
         {
-            TokenizerFileWriter.WriteWordLevelTokenizerJson(tmp, vocab, Unk, Bos, Eos, Pad);
+            WriteTokenizer(tmp, vocab);
             var tok = CausalLMTokenizer.FromFolder(tmp);
             var text = new LmText(tok);
             var config = Config(o, tok);
             var model = CausalLMFactory.CreateRandom(config, o.Seed);
             var data = sentences.Select(text.Sentence).ToList();
-            var hist = MiniTrainer.Train(model, text, data, new MiniTrainOptions
+            // Pretraining is the library's finetuning loop with every token in the loss (plain next-token training).
+            using var method = new FullFinetuneMethod();
+            method.Attach(model, o.Seed);
+            var trainer = new FinetuneTrainer(new TrainerOptions
             {
-                Steps = o.Steps, BatchSize = o.BatchSize, LearningRate = o.LearningRate, WarmupSteps = Math.Min(100, o.Steps / 10 + 1),
-                WeightDecay = 0.01, Seed = o.Seed,
-            }, progress);
+                MaxSteps = o.Steps, BatchSize = o.BatchSize, LearningRate = o.LearningRate, Schedule = LearningRateScheduleKind.Cosine,
+                WarmupSteps = Math.Min(100, o.Steps / 10 + 1), WeightDecay = 0.01, GradientClipNorm = 1.0, Seed = o.Seed,
+            }, text.Pad);
+            trainer.Progress = p => progress?.Invoke(p.Record.Step, p.Record.CrossEntropy);
+            var hist = trainer.Train(model, method, data.Select(LmText.ToExample).ToList()).Records.Select(r => (r.Step, Loss: r.CrossEntropy)).ToList();
             CausalLMFactory.SavePretrained(model, tmp);
             var info = new Dictionary<string, object>
             {

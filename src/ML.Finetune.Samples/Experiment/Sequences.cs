@@ -16,7 +16,12 @@ public sealed class LmText(CausalLMTokenizer tokenizer)
     int Eos => Tokenizer.EosId ?? throw new InvalidOperationException("tokenizer has no EOS token");
     public int Pad => Tokenizer.PadId ?? Eos;
 
-    public int[] Encode(string text) => Tokenizer.Encode(Text.Normalize(text)).ToArray();
+    /// <summary>Token ids without BOS (callers add it where the sequence starts).</summary>
+    public int[] Encode(string text) => Tokenizer.Tokenizer.EncodeToIds(text).ToArray();
+
+    /// <summary>The library trainer's example: labels = ids where in the loss, −100 elsewhere (the objective shifts them).</summary>
+    public static ML.Finetune.Training.EncodedExample ToExample(TokenSequence s) =>
+        new(s.Ids.Select(i => (long)i).ToArray(), s.Ids.Select((id, i) => s.InLoss[i] ? id : ML.Finetune.Training.FinetuneObjective.IgnoreIndex).ToArray());
 
     /// <summary>BOS + sentence + EOS, every token after BOS in the loss (plain language modelling).</summary>
     public TokenSequence Sentence(string text)

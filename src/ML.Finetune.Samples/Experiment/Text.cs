@@ -1,24 +1,18 @@
-using System.Text;
+using System.Text.RegularExpressions;
 
 namespace ML.Finetune.Samples.Experiment;
 
-/// <summary>Word-level text conventions: punctuation is its own word, words are separated by single spaces.</summary>
-public static class Text
+/// <summary>
+/// Word-level text conventions, identical to the HF "Whitespace" pre-tokenizer our tokenizer.json declares
+/// (<c>\w+|[^\w\s]+</c>): punctuation is its own word, so "Where is X? A:" → "Where is X ? A :". Decoding joins words with spaces.
+/// </summary>
+public static partial class Text
 {
-    public const string Punctuation = ".,?:;!";
+    [GeneratedRegex(@"\w+|[^\w\s]+")]
+    private static partial Regex WordPattern();
 
-    /// <summary>"Q: Where is X? A:" → "Q : Where is X ? A :"</summary>
-    public static string Normalize(string text)
-    {
-        var sb = new StringBuilder(text.Length + 8);
-        foreach (char c in text)
-        {
-            if (Punctuation.IndexOf(c) >= 0) sb.Append(' ').Append(c).Append(' ');
-            else if (char.IsWhiteSpace(c)) sb.Append(' ');
-            else sb.Append(c);
-        }
-        return string.Join(' ', sb.ToString().Split(' ', StringSplitOptions.RemoveEmptyEntries));
-    }
+    public static IEnumerable<string> Words(string text) => WordPattern().Matches(text).Select(m => m.Value);
 
-    public static IEnumerable<string> Words(string text) => Normalize(text).Split(' ', StringSplitOptions.RemoveEmptyEntries);
+    /// <summary>"Q: Where is X? A:" → "Q : Where is X ? A :" (what a decoded answer looks like).</summary>
+    public static string Normalize(string text) => string.Join(' ', Words(text));
 }

@@ -82,6 +82,24 @@ public class MainJobPipelineTests : IDisposable
     }
 
     [Fact]
+    public void Finetune_command_saves_an_mlnet_zip_and_hf_folder_that_generate_loads()
+    {
+        string model = Path.Combine(_dir, "m");
+        Pretrainer.Run(SmallFacts(), Tiny, model).model.Dispose();
+        string data = Path.Combine(_dir, "train.csv");
+        File.WriteAllLines(data, ["prompt,completion", .. QaBuilder.Build(SmallFacts(), "train").Select(p => $"\"{p.Prompt}\",\"{p.Completion}\"")]);
+        string outDir = Path.Combine(_dir, "ft");
+        var err = new StringWriter();
+        Assert.Equal(0, Commands.Run(["finetune", "--model", model, "--data", data, "--method", "full", "--out", outDir, "--steps", "2"], err));
+        foreach (var f in new[] { "model.zip", "history.csv", "hf/model.safetensors", "hf/config.json", "hf/tokenizer.json" })
+            Assert.True(File.Exists(Path.Combine(outDir, f)), f);
+        Assert.Equal(0, Commands.Run(["generate", "--zip", Path.Combine(outDir, "model.zip"), "--prompt", "Q: Where is X? A:"], err));
+        Assert.Equal(0, Commands.Run(["generate", "--model", Path.Combine(outDir, "hf"), "--prompt", "Q: Where is X? A:"], err));
+        Assert.Equal(0, Commands.Run(["evaluate", "--model", Path.Combine(outDir, "hf"), "--split", "train"], err));
+        Assert.Equal("", err.ToString());
+    }
+
+    [Fact]
     public void End_to_end_smoke_writes_report_and_plots_with_the_computed_numbers()
     {
         TorchSharp.torch.set_num_threads(1);
