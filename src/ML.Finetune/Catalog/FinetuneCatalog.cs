@@ -12,6 +12,13 @@ public static class FinetuneCatalog
     public static FullFinetuneEstimator Finetune(this TransformsCatalog catalog, FullFinetuneOptions options) =>
         new(HostAccess.GetEnvironment(catalog), options);
 
+    /// <summary>
+    /// LoRA finetuning: the base model is frozen and low-rank adapters on the targeted projections train. The saved
+    /// model holds the adapters and a reference to the base model folder.
+    /// </summary>
+    public static LoraFinetuneEstimator LoraFinetune(this TransformsCatalog catalog, LoraFinetuneOptions options) =>
+        new(HostAccess.GetEnvironment(catalog), options);
+
     /// <summary>Finetuning operations that are not transforms (evaluation).</summary>
     public static FinetuneOperations Finetune(this MLContext mlContext) => new(mlContext);
 }

@@ -6,6 +6,7 @@ public static class FinetuneMethodFactory
     public static IFinetuneMethod Create(string name, string configJson) => name switch
     {
         FullFinetuneMethod.MethodName => new FullFinetuneMethod(),
+        "lora" => new ML.Finetune.Adapters.LoraMethod(ML.Finetune.Adapters.LoraMethod.ConfigFromStateJson(configJson)),
         _ => throw new InvalidDataException($"The saved model uses finetuning method '{name}', which this version of ML.Finetune does not know."),
     };
 }
