@@ -17,11 +17,11 @@ public static class Commands
     public const string Usage = """
         usage: ML.Finetune.Samples [command] [options]
           (no command)  the main job: θ_p vs θ_0 under every method
-                        --facts <tsv> --methods <a,b> --out <dir> --seed <n> --steps <n> --no-sweep --model <dir>
+                        --facts <tsv> --methods <full,full+l2,full+kl,lora> --out <dir> --seed <n> --steps <n> --no-sweep --model <dir>
           pretrain      --out <dir> [--facts <tsv>] [--seed <n>] [--steps <n>]
-          finetune      --model <dir> --data <file.jsonl|csv> --method full --out <dir> [--steps <n>] [--lr <x>] [--seed <n>]
-                        writes <out>/model.zip (ML.NET), <out>/hf/ (HF folder), <out>/history.csv
-          generate      (--model <dir> | --zip <model.zip>) --prompt "<text>" [--max-tokens <n>]
+          finetune      --model <dir> --data <file.jsonl|csv> --method full|lora --out <dir> [--steps <n>] [--lr <x>] [--seed <n>]
+                        writes <out>/model.zip (ML.NET), <out>/hf/ (full) or <out>/adapter/ (PEFT, lora), <out>/history.csv
+          generate      (--model <dir> [--adapter <peft dir>] | --zip <model.zip>) --prompt "<text>" [--max-tokens <n>]
           evaluate      --model <dir> [--facts <tsv>] [--split test|train]
           bench         forward/generation benchmark of a GPT-2-small-shaped model
           info          TorchSharp/libtorch versions and an autograd check
@@ -170,31 +170,39 @@ public static class Commands
         string data = a.ExistingFile("--data");
         string method = a.Required("--method");
         string outDir = a.Required("--out");
-        if (method is "lora" or "prompt" or "prefix")
-            throw new CliException($"method '{method}' is not available yet: its estimator has not landed in the library (available: full)");
-        if (method != "full") throw new CliException($"option '--method' must be one of lora, prompt, prefix, full; got '{method}'");
+        if (method is "prompt" or "prefix")
+            throw new CliException($"method '{method}' is not available yet: its estimator has not landed in the library (available: full, lora)");
+        if (method is not ("full" or "lora")) throw new CliException($"option '--method' must be one of lora, prompt, prefix, full; got '{method}'");
         int steps = a.Int("--steps", 150), seed = a.Int("--seed", 1, 0);
-        double lr = a.Double("--lr", 3e-4);
+        double lr = a.Double("--lr", method == "lora" ? 3e-3 : 3e-4);
         var pairs = PromptCompletionFile.Load(data);
         var config = CausalLMConfig.Load(model);
         var ml = new Microsoft.ML.MLContext(seed);
         var dv = ml.Data.LoadFromEnumerable(pairs.Select(p => new PromptCompletionRow { Prompt = p.Prompt, Completion = p.Completion }));
         var sw = Stopwatch.StartNew();
-        using var transformer = ml.Transforms.Finetune(new Estimators.FullFinetuneOptions
+        T Fill<T>(T o) where T : Estimators.FinetuneOptions
         {
-            BaseModelPath = Path.GetFullPath(model), MaxSteps = steps, LearningRate = lr, BatchSize = 16, WarmupSteps = Math.Max(1, steps / 10),
-            Schedule = Training.LearningRateScheduleKind.Cosine, Seed = seed, NumberOfThreads = 1,
-            MaxSequenceLength = config.MaxPositionEmbeddings, Generation = new Estimators.FinetuneGenerationOptions { MaxNewTokens = 8 },
-        }).Fit(dv);
+            o.BaseModelPath = Path.GetFullPath(model); o.MaxSteps = steps; o.LearningRate = lr; o.BatchSize = 16; o.WarmupSteps = Math.Max(1, steps / 10);
+            o.Schedule = Training.LearningRateScheduleKind.Cosine; o.Seed = seed; o.NumberOfThreads = 1;
+            o.MaxSequenceLength = config.MaxPositionEmbeddings; o.Generation = new Estimators.FinetuneGenerationOptions { MaxNewTokens = 8 };
+            return o;
+        }
+        using var transformer = method == "lora"
+            ? ml.Transforms.LoraFinetune(Fill(new Estimators.LoraFinetuneOptions { Rank = 8, Alpha = 16 })).Fit(dv)
+            : ml.Transforms.Finetune(Fill(new Estimators.FullFinetuneOptions())).Fit(dv);
         string full = Path.GetFullPath(outDir);
         string tmp = full.TrimEnd(Path.DirectorySeparatorChar) + $".tmp-{Guid.NewGuid():N}";
         try
         {
             Directory.CreateDirectory(tmp);
             ml.Model.Save(transformer, dv.Schema, Path.Combine(tmp, "model.zip"));
-            CausalLMFactory.SavePretrained(transformer.Model, Path.Combine(tmp, "hf"));
-            foreach (var f in new[] { "tokenizer.json", "tokenizer_config.json", Pretrainer.InfoFile })
-                if (File.Exists(Path.Combine(model, f))) File.Copy(Path.Combine(model, f), Path.Combine(tmp, "hf", f));
+            if (method == "lora") Adapters.PeftLoraIO.Export(transformer, Path.Combine(tmp, "adapter"));
+            else
+            {
+                CausalLMFactory.SavePretrained(transformer.Model, Path.Combine(tmp, "hf"));
+                foreach (var f in new[] { "tokenizer.json", "tokenizer_config.json", Pretrainer.InfoFile })
+                    if (File.Exists(Path.Combine(model, f))) File.Copy(Path.Combine(model, f), Path.Combine(tmp, "hf", f));
+            }
             transformer.TrainingHistory.WriteCsv(Path.Combine(tmp, "history.csv"));
             if (Directory.Exists(full)) Directory.Delete(full, true);
             Directory.Move(tmp, full);
@@ -202,13 +210,12 @@ public static class Commands
         finally { if (Directory.Exists(tmp)) Directory.Delete(tmp, true); }
         var last = transformer.TrainingHistory.Records[^1];
         Console.WriteLine($"finetuned ({method}) on {pairs.Count} examples, {transformer.TrainingHistory.Records.Count} steps, final CE {last.CrossEntropy:F3}, " +
-                          $"‖θ−θ_p‖₂ {last.Distance:F3}, {sw.Elapsed.TotalSeconds:F0} s → {full}/model.zip, {full}/hf/");
+                          $"‖θ−θ_p‖₂ {last.Distance:F3}, {sw.Elapsed.TotalSeconds:F0} s → {full}/model.zip, {full}/{(method == "lora" ? "adapter" : "hf")}/");
         return 0;
     }
 
     static int Generate(CliArgs a)
     {
-        if (a.Has("--adapter")) throw new CliException("--adapter needs the LoRA estimator, which has not landed yet");
         string prompt = a.Required("--prompt");
         int maxTokens = a.Int("--max-tokens", 16);
         if (a.Get("--zip") is string zip)
@@ -227,6 +234,11 @@ public static class Commands
         string model = a.ExistingDir("--model");
         var text = new LmText(CausalLMTokenizer.FromFolder(model));
         using var m = CausalLMFactory.LoadPretrained(model);
+        if (a.Get("--adapter") is string adapter)
+        {
+            if (!Directory.Exists(adapter)) throw new CliException($"option '--adapter': folder not found: {adapter}");
+            Adapters.PeftLoraIO.Import(m, adapter);
+        }
         Console.WriteLine(text.Generate(m, prompt, maxTokens));
         return 0;
     }

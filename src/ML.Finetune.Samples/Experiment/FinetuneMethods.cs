@@ -1,4 +1,6 @@
 using ML.Finetune.Models;
+using ML.Finetune.Adapters;
+using TorchSharp;
 using ML.Finetune.Training;
 
 namespace ML.Finetune.Samples.Experiment;
@@ -15,14 +17,15 @@ public sealed record MethodContext(
     long Seed,
     Action<int, double>? Progress);
 
-public sealed record MethodOutcome(IReadOnlyList<(int Step, double Loss)> History, long TrainableParameters);
+/// <summary>Distance = sqrt of the method's own DistanceFromPretrainedSquared (LoRA: the exact weight change (α/r)·B·A).</summary>
+public sealed record MethodOutcome(IReadOnlyList<(int Step, double Loss)> History, long TrainableParameters, double Distance);
 
 /// <summary>One finetuning method of the main job. DefaultLearningRate is the one used in the comparison table.</summary>
 public sealed record FinetuneMethod(string Name, string Description, double DefaultLearningRate, Func<MethodContext, MethodOutcome> Run);
 
 /// <summary>
 /// The methods the main job compares. Adding a method is one line here. Only methods with a real implementation
-/// are listed: LoRA, prompt and prefix tuning join when their estimators land in the library.
+/// are listed: prompt and prefix tuning join when their methods land in the library.
 /// </summary>
 public static class FinetuneMethods
 {
@@ -31,6 +34,7 @@ public static class FinetuneMethods
         new("full", "full finetuning, CE on completion tokens", 3e-4, c => Full(c, 0, 0)),
         new("full+l2", "full finetuning + β‖θ−θ_p‖², β=0.01", 3e-4, c => Full(c, l2: 0.01, kl: 0)),
         new("full+kl", "full finetuning + λ·KL(p_θp‖p_θ) on pretraining text, λ=1", 3e-4, c => Full(c, l2: 0, kl: 1.0)),
+        new("lora", "LoRA r=8, α=16 on the default target modules (base frozen)", 3e-3, c => Train(c, new LoraMethod(new LoraConfig { Rank = 8, Alpha = 16 }), 0, 0)),
     ];
 
     public static FinetuneMethod Get(string name) =>
@@ -40,6 +44,11 @@ public static class FinetuneMethods
     static MethodOutcome Full(MethodContext c, double l2, double kl)
     {
         using var method = new FullFinetuneMethod();
+        return Train(c, method, l2, kl);
+    }
+
+    static MethodOutcome Train(MethodContext c, IFinetuneMethod method, double l2, double kl)
+    {
         method.Attach(c.Model, c.Seed);
         var trainer = new FinetuneTrainer(new TrainerOptions
         {
@@ -49,7 +58,9 @@ public static class FinetuneMethods
         trainer.Progress = p => c.Progress?.Invoke(p.Record.Step, p.Record.CrossEntropy);
         var history = trainer.Train(c.Model, method, c.TrainData.Select(LmText.ToExample).ToList(), null,
             kl > 0 ? c.PretrainingText.Select(t => t.Ids.Select(i => (long)i).ToArray()).ToList() : null);
+        double distance;
+        using (TorchSharp.torch.no_grad()) using (var d = method.DistanceFromPretrainedSquared()) distance = Math.Sqrt(Math.Max(0, d.ToDouble()));
         return new MethodOutcome(history.Records.Select(r => (r.Step, r.CrossEntropy)).ToList(),
-            method.TrainableParameters.Sum(p => p.Parameter.numel()));
+            method.TrainableParameters.Sum(p => p.Parameter.numel()), distance);
     }
 }

@@ -76,7 +76,7 @@ public static class MainJob
             done += o.Steps;
             var (te, rows) = Evaluator.ExactMatch(model, text, testQa);
             var tr = Evaluator.ExactMatch(model, text, trainQa).Accuracy;
-            var result = new RunResult(m.Name, init, lr, te, tr, Metrics.Distance(model, start),
+            var result = new RunResult(m.Name, init, lr, te, tr, outcome.Distance,
                 Metrics.MeanKl(model, thetaP, text, klText), outcome.TrainableParameters, t0.Elapsed.TotalSeconds, outcome.History, rows);
             (isSweep ? sweep : runs).Add(result);
         }

@@ -96,6 +96,11 @@ public class MainJobPipelineTests : IDisposable
         Assert.Equal(0, Commands.Run(["generate", "--zip", Path.Combine(outDir, "model.zip"), "--prompt", "Q: Where is X? A:"], err));
         Assert.Equal(0, Commands.Run(["generate", "--model", Path.Combine(outDir, "hf"), "--prompt", "Q: Where is X? A:"], err));
         Assert.Equal(0, Commands.Run(["evaluate", "--model", Path.Combine(outDir, "hf"), "--split", "train"], err));
+        string lora = Path.Combine(_dir, "lora");
+        Assert.Equal(0, Commands.Run(["finetune", "--model", model, "--data", data, "--method", "lora", "--out", lora, "--steps", "2"], err));
+        Assert.True(File.Exists(Path.Combine(lora, "model.zip")));
+        Assert.True(File.Exists(Path.Combine(lora, "adapter", "adapter_config.json")));
+        Assert.Equal(0, Commands.Run(["generate", "--model", model, "--adapter", Path.Combine(lora, "adapter"), "--prompt", "Q: Where is X? A:"], err));
         Assert.Equal("", err.ToString());
     }
 
@@ -109,14 +114,14 @@ public class MainJobPipelineTests : IDisposable
         string outDir = Path.Combine(_dir, "out");
         var o = new MainJobOptions
         {
-            ModelFolder = model, Facts = facts, OutFolder = outDir, Methods = ["full", "full+kl"], Steps = 3, Seed = 2,
+            ModelFolder = model, Facts = facts, OutFolder = outDir, Methods = ["full", "full+kl", "lora"], Steps = 3, Seed = 2,
             SweepMethod = "full", SweepLearningRates = [1e-4, 3e-4], KlSentences = 16,
         };
         var r = Samples.Experiment.MainJob.Run(o);
-        Assert.Equal(4, r.Runs.Count);
+        Assert.Equal(6, r.Runs.Count);
         Assert.Equal(2, r.Sweep.Count);
         var files = ReportWriter.Write(r, outDir);
-        foreach (var f in new[] { "report.md", "accuracy.png", "lr_sweep.png", "loss_full.png", "loss_full_kl.png" })
+        foreach (var f in new[] { "report.md", "accuracy.png", "lr_sweep.png", "loss_full.png", "loss_full_kl.png", "loss_lora.png" })
         {
             string p = Path.Combine(outDir, f);
             Assert.True(File.Exists(p), f);
