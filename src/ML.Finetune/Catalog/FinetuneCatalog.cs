@@ -19,6 +19,14 @@ public static class FinetuneCatalog
     public static LoraFinetuneEstimator LoraFinetune(this TransformsCatalog catalog, LoraFinetuneOptions options) =>
         new(HostAccess.GetEnvironment(catalog), options);
 
+    /// <summary>Prompt tuning: k learned soft-prompt vectors in front of the token embeddings; the base model is frozen.</summary>
+    public static PromptTuneEstimator PromptTune(this TransformsCatalog catalog, PromptTuneOptions options) =>
+        new(HostAccess.GetEnvironment(catalog), options);
+
+    /// <summary>Prefix tuning: a learned key/value prefix at every layer; the base model is frozen.</summary>
+    public static PrefixTuneEstimator PrefixTune(this TransformsCatalog catalog, PrefixTuneOptions options) =>
+        new(HostAccess.GetEnvironment(catalog), options);
+
     /// <summary>Finetuning operations that are not transforms (evaluation).</summary>
     public static FinetuneOperations Finetune(this MLContext mlContext) => new(mlContext);
 }

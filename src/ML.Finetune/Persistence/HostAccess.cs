@@ -45,4 +45,14 @@ public static class HostAccess
     /// <summary>A scalar SchemaShape column (its constructor is internal in ML.NET).</summary>
     public static SchemaShape.Column ScalarColumn(string name, DataViewType type) =>
         new(name, SchemaShape.Column.VectorKind.Scalar, type, false);
+
+    /// <summary>Cancels everything running on an MLContext (ML.NET's internal ICancelable); CheckAlive then throws.</summary>
+    public static void CancelExecution(IHostEnvironment env)
+    {
+        if (env is ICancelable c) { c.CancelExecution(); return; }
+        // MLContext keeps it internal (MLContext.CancelExecution in Microsoft.ML.Data, not publicized).
+        var m = env.GetType().GetMethod("CancelExecution", BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic, Type.EmptyTypes);
+        if (m != null) m.Invoke(env, null);
+        else throw new NotSupportedException("This environment cannot be cancelled.");
+    }
 }

@@ -7,6 +7,8 @@ public static class FinetuneMethodFactory
     {
         FullFinetuneMethod.MethodName => new FullFinetuneMethod(),
         "lora" => new ML.Finetune.Adapters.LoraMethod(ML.Finetune.Adapters.LoraMethod.ConfigFromStateJson(configJson)),
+        Adapters.PromptTuningMethod.MethodName => new Adapters.PromptTuningMethod(Adapters.PromptTuningMethod.OptionsFromJson(configJson)),
+        Adapters.PrefixTuningMethod.MethodName => new Adapters.PrefixTuningMethod(Adapters.PrefixTuningMethod.OptionsFromJson(configJson)),
         _ => throw new InvalidDataException($"The saved model uses finetuning method '{name}', which this version of ML.Finetune does not know."),
     };
 }

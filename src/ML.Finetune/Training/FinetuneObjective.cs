@@ -105,17 +105,21 @@ public sealed class FinetuneObjective
         var logits = method.Logits(model, batch.InputIds, batch.AttentionMask);
         var ce = CrossEntropy(logits, batch.Labels);
         var total = ce;
-        var dist = method.DistanceFromPretrainedSquared();
-        Tensor l2;
+        Tensor l2, dist;
         if (L2Penalty > 0)
         {
-            var raw = L2Squared ? dist : SafeSqrt(dist);
-            l2 = raw.to_type(ce.dtype);
+            dist = method.DistanceFromPretrainedSquared();
+            l2 = (L2Squared ? dist : SafeSqrt(dist)).to_type(ce.dtype);
             total = total.add(l2.mul(L2Penalty));
         }
         else
         {
-            using (torch.no_grad()) l2 = (L2Squared ? dist : SafeSqrt(dist)).detach().to_type(ce.dtype);
+            // Reported only: no graph (for full finetuning that graph would cost a transient copy of the weights).
+            using (torch.no_grad())
+            {
+                dist = method.DistanceFromPretrainedSquared();
+                l2 = (L2Squared ? dist : SafeSqrt(dist)).to_type(ce.dtype);
+            }
         }
         Tensor kl;
         if (KlPenalty > 0 && reference != null)

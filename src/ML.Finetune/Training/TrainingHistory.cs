@@ -29,6 +29,27 @@ public sealed class TrainingHistory
 
     public void WriteCsv(string path) => File.WriteAllText(path, ToCsv());
 
+    /// <summary>Renders the training loss (and the validation loss where evaluated) against the step as a PNG.</summary>
+    public void SaveLossPlot(string path, int width = 800, int height = 500, string title = "Finetuning loss")
+    {
+        if (_records.Count == 0) throw new InvalidOperationException("The history is empty; nothing to plot.");
+        var plot = new ScottPlot.Plot();
+        var train = plot.Add.Scatter(_records.Select(r => (double)r.Step + 1).ToArray(), _records.Select(r => r.TrainLoss).ToArray());
+        train.LegendText = "train loss";
+        train.MarkerSize = 0;
+        var val = _records.Where(r => !double.IsNaN(r.ValLoss)).ToList();
+        if (val.Count > 0)
+        {
+            var v = plot.Add.Scatter(val.Select(r => (double)r.Step + 1).ToArray(), val.Select(r => r.ValLoss).ToArray());
+            v.LegendText = "validation loss";
+        }
+        plot.Title(title);
+        plot.XLabel("step");
+        plot.YLabel("loss");
+        plot.ShowLegend();
+        plot.SavePng(path, width, height);
+    }
+
     public static TrainingHistory FromCsv(string csv)
     {
         var h = new TrainingHistory();

@@ -44,7 +44,7 @@ internal static class SoftPromptGeneration
                 AttentionMask = fullMask, PositionIds = pos, Cache = cache,
             };
         var logits = model.Forward(input).Logits[.., -1, ..];
-        var lastPos = pos[.., -1..];
+        var lastPos = pos.narrow(1, pos.shape[1] - 1, 1); // (a range from -1 throws: System.Index cannot be negative)
         var outputs = Enumerable.Range(0, b).Select(_ => new List<long>()).ToArray();
         var done = new bool[b];
         for (int step = 0; step < g.MaxNewTokens; step++)
@@ -72,7 +72,7 @@ internal static class SoftPromptGeneration
         var l = logits.to_type(ScalarType.Float32).div(g.Temperature);
         if (g.TopK > 0 && g.TopK < l.shape[^1])
         {
-            var kth = l.topk(g.TopK, -1).values[.., -1..];
+            var kth = l.topk(g.TopK, -1).values.narrow(-1, g.TopK - 1, 1);
             l = l.masked_fill(l.lt(kth), float.NegativeInfinity);
         }
         if (g.TopP < 1.0)

@@ -36,6 +36,14 @@ public class FinetuneEstimatorTests
         var metrics = ml.Finetune().Evaluate(transformed);
         Assert.Equal(1.0, metrics.ExactMatchAccuracy);
         Assert.True(metrics.MeanNll < 0.1 && metrics.Perplexity < 1.11, $"nll {metrics.MeanNll}");
+        // Stop strings cut the text; seeded sampling is reproducible.
+        var stop = new FinetuneTransformer(null, model.Model, model.Tokenizer, model.Method, model.Settings with { StopStrings = new[] { " haven" } },
+            model.TrainingHistory, model.BaseModel, new());
+        Assert.Equal(new[] { "new", "houston" }, stop.Generate(new[] { "where is yale", "where is rice" }));
+        var sampler = new FinetuneTransformer(null, model.Model, model.Tokenizer, model.Method, model.Settings with { Temperature = 1.5, TopK = 3, TopP = 0.9, GenerationSeed = 4 },
+            model.TrainingHistory, model.BaseModel, new());
+        var prompts = TinyWordModel.Facts.Select(f => f.Prompt).ToList();
+        Assert.Equal(sampler.Generate(prompts), sampler.Generate(prompts));
         Console.WriteLine($"[measure] tiny llama full finetuning: {200 / seconds:F1} steps/s (batch 6)");
     }
 
@@ -62,6 +70,12 @@ public class FinetuneEstimatorTests
         using var m = ml.Transforms.Finetune(o).Fit(TinyWordModel.Data(ml));
         var val = m.TrainingHistory.Records.Select(r => !double.IsNaN(r.ValLoss)).ToArray();
         Assert.Equal(new[] { false, true, false, true, false, true }, val);
+        string dir = Fixtures.TempDir(), png = Path.Combine(dir, "loss.png"), csv = Path.Combine(dir, "loss.csv");
+        m.TrainingHistory.SaveLossPlot(png);
+        m.TrainingHistory.WriteCsv(csv);
+        Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, File.ReadAllBytes(png).Take(4).ToArray());
+        Assert.Equal(7, File.ReadAllLines(csv).Length);
+        Directory.Delete(dir, true);
     }
 
     [Fact]
@@ -164,5 +178,36 @@ public class FinetuneEstimatorTests
             }
             finally { FinetuneTransformer.BaseModelSearchPaths.Remove(parent); }
         }
+    }
+
+    [Fact]
+    public void Cancellation_ThroughMLContext_StopsTraining()
+    {
+        var ml = new MLContext();
+        var est = ml.Transforms.Finetune(Options(50));
+        int seen = 0;
+        est.ProgressCallback = p => { seen++; if (p.Record.Step == 2) ML.Finetune.Persistence.HostAccess.CancelExecution(ml); };
+        Assert.ThrowsAny<OperationCanceledException>(() => est.Fit(TinyWordModel.Data(ml)));
+        Assert.Equal(3, seen);
+    }
+
+    [Fact]
+    public void FullyFinetunedModel_IsSelfContained_LoadsWithoutTheBase()
+    {
+        var ml = new MLContext(seed: 1);
+        string baseDir = TinyWordModel.Create(Fixtures.TempDir(), seed: 5), dir = Fixtures.TempDir();
+        var o = Options(20); o.BaseModelPath = baseDir; o.DType = FinetuneDType.BFloat16;
+        var data = TinyWordModel.Data(ml);
+        using var model = ml.Transforms.Finetune(o).Fit(data);
+        Assert.True(model.IsSelfContained);
+        var expected = DataViewDump.ToJson(model.Transform(data));
+        string zip = Path.Combine(dir, "m.zip");
+        ml.Model.Save(model, data.Schema, zip);
+        Directory.Delete(baseDir, true);
+        var loaded = (FinetuneTransformer)ml.Model.Load(zip, out _);
+        Assert.Equal(expected, DataViewDump.ToJson(loaded.Transform(data)));
+        Assert.Equal(model.TrainingHistory.ToCsv(), loaded.TrainingHistory.ToCsv());
+        Assert.Equal(FinetuneDType.BFloat16, loaded.Settings.DType);
+        Directory.Delete(dir, true);
     }
 }

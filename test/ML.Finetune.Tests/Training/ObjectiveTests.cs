@@ -184,4 +184,40 @@ public class ObjectiveTests
         Assert.Equal(2, e.Step);
         Assert.Contains("step 2", e.Message);
     }
+
+    [Fact]
+    public void GradientAccumulation_EqualsTheBigBatch_AndClippingCapsTheNorm()
+    {
+        using var scope = NewDisposeScope();
+        var ex = new[]
+        {
+            new EncodedExample(new long[] { 5, 6, 7, 8 }, new long[] { -100, -100, 7, 8 }),
+            new EncodedExample(new long[] { 9, 10, 11, 12, 13 }, new long[] { -100, -100, -100, 12, 13 }),
+        };
+        var keepAlive = new List<CausalLM>(); // a collected module disposes its parameters
+        Dictionary<string, Tensor> Train(int batch, int acc, double? clip)
+        {
+            var model = CausalLMFactory.LoadPretrained(Fixtures.Model("tiny-gpt2"));
+            keepAlive.Add(model);
+            var method = new FullFinetuneMethod();
+            method.Attach(model, 0);
+            new FinetuneTrainer(new TrainerOptions
+            {
+                MaxSteps = 1, BatchSize = batch, GradientAccumulationSteps = acc, Shuffle = false, Optimizer = OptimizerKind.Sgd,
+                LearningRate = 0.1, GradientClipNorm = clip,
+            }, 0).Train(model, method, ex);
+            return method.TrainableParameters.ToDictionary(p => p.Name, p => p.Parameter);
+        }
+        var big = Train(2, 1, null); var acc = Train(1, 2, null);
+        foreach (var (n, p) in big) Assert.True(Fixtures.MaxAbsDiff(p, acc[n]) < 1e-6, n);
+        GC.KeepAlive(keepAlive);
+        // Clipping: every gradient is scaled by the same factor so that the global norm is the cap.
+        using var _ = NewDisposeScope();
+        var a = ones(3).requires_grad_(true); var b = ones(4).requires_grad_(true);
+        a.sum().mul(3).add(b.sum().mul(4)).backward();          // grads 3·1₃ and 4·1₄: norm sqrt(27 + 64)
+        double norm = FinetuneTrainer.ClipGradients(new[] { ("a", a), ("b", b) }, 1.0);
+        Assert.Equal(Math.Sqrt(91), norm, 9);
+        double after = Math.Sqrt(D(a.grad!.square().sum()) + D(b.grad!.square().sum()));
+        Assert.Equal(1.0, after, 5);
+    }
 }
