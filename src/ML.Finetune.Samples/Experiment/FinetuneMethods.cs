@@ -18,14 +18,20 @@ public sealed record MethodContext(
     Action<int, double>? Progress);
 
 /// <summary>Distance = sqrt of the method's own DistanceFromPretrainedSquared (LoRA: the exact weight change (α/r)·B·A).</summary>
-public sealed record MethodOutcome(IReadOnlyList<(int Step, double Loss)> History, long TrainableParameters, double Distance);
+public sealed record MethodOutcome(IReadOnlyList<(int Step, double Loss)> History, long TrainableParameters, double Distance)
+{
+    /// <summary>Logits [B,T,V] of real tokens with the method in effect, for methods whose effect is not inside model.Forward (prompt/prefix).</summary>
+    public Func<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor, TorchSharp.torch.Tensor>? Logits { get; init; }
+    /// <summary>Disposed by the caller after evaluation (keeps the method's parameters alive until then).</summary>
+    public IDisposable? Owner { get; init; }
+}
 
 /// <summary>One finetuning method of the main job. DefaultLearningRate is the one used in the comparison table.</summary>
 public sealed record FinetuneMethod(string Name, string Description, double DefaultLearningRate, Func<MethodContext, MethodOutcome> Run);
 
 /// <summary>
 /// The methods the main job compares. Adding a method is one line here. Only methods with a real implementation
-/// are listed: prompt and prefix tuning join when their methods land in the library.
+/// are listed: every method the library has is here.
 /// </summary>
 public static class FinetuneMethods
 {
@@ -34,6 +40,8 @@ public static class FinetuneMethods
         new("full", "full finetuning, CE on completion tokens", 3e-4, c => Full(c, 0, 0)),
         new("full+l2", "full finetuning + β‖θ−θ_p‖², β=0.01", 3e-4, c => Full(c, l2: 0.01, kl: 0)),
         new("full+kl", "full finetuning + λ·KL(p_θp‖p_θ) on pretraining text, λ=1", 3e-4, c => Full(c, l2: 0, kl: 1.0)),
+        new("prompt", "prompt tuning (soft prompt, base frozen)", 3e-2, c => Train(c, new PromptTuningMethod(), 0, 0, keep: true)),
+        new("prefix", "prefix tuning (per-layer KV prefix, base frozen)", 3e-2, c => Train(c, new PrefixTuningMethod(), 0, 0, keep: true)),
         new("lora", "LoRA r=8, α=16 on the default target modules (base frozen)", 3e-3, c => Train(c, new LoraMethod(new LoraConfig { Rank = 8, Alpha = 16 }), 0, 0)),
     ];
 
@@ -47,7 +55,7 @@ public static class FinetuneMethods
         return Train(c, method, l2, kl);
     }
 
-    static MethodOutcome Train(MethodContext c, IFinetuneMethod method, double l2, double kl)
+    static MethodOutcome Train(MethodContext c, IFinetuneMethod method, double l2, double kl, bool keep = false)
     {
         method.Attach(c.Model, c.Seed);
         var trainer = new FinetuneTrainer(new TrainerOptions
@@ -61,6 +69,10 @@ public static class FinetuneMethods
         double distance;
         using (TorchSharp.torch.no_grad()) using (var d = method.DistanceFromPretrainedSquared()) distance = Math.Sqrt(Math.Max(0, d.ToDouble()));
         return new MethodOutcome(history.Records.Select(r => (r.Step, r.CrossEntropy)).ToList(),
-            method.TrainableParameters.Sum(p => p.Parameter.numel()), distance);
+            method.TrainableParameters.Sum(p => p.Parameter.numel()), distance)
+        {
+            Logits = keep ? (ids, mask) => method.Logits(c.Model, ids, mask) : null,
+            Owner = keep ? method as IDisposable : null,
+        };
     }
 }

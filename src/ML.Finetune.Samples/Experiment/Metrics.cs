@@ -8,9 +8,12 @@ namespace ML.Finetune.Samples.Experiment;
 public static class Metrics
 {
     /// <summary>Mean over target positions of KL(p_ref ‖ p_model) for next-token distributions.</summary>
-    public static Tensor Kl(CausalLM model, CausalLM reference, Tensor ids, Tensor labels)
+    public static Tensor Kl(CausalLM model, CausalLM reference, Tensor ids, Tensor labels) =>
+        Kl(i => model.Forward(new CausalLMInput { InputIds = i }).Logits, reference, ids, labels);
+
+    public static Tensor Kl(Func<Tensor, Tensor> logitsOf, CausalLM reference, Tensor ids, Tensor labels)
     {
-        var logp = model.Forward(new CausalLMInput { InputIds = ids }).Logits[.., ..^1].log_softmax(-1);
+        var logp = logitsOf(ids)[.., ..^1].log_softmax(-1);
         Tensor logq;
         using (torch.no_grad()) logq = reference.Forward(new CausalLMInput { InputIds = ids }).Logits[.., ..^1].log_softmax(-1);
         var perPos = (logq.exp() * (logq - logp)).sum(-1);
@@ -19,7 +22,11 @@ public static class Metrics
     }
 
     /// <summary>Mean per-token KL(p_ref ‖ p_model) over all sequences (evaluation).</summary>
-    public static double MeanKl(CausalLM model, CausalLM reference, LmText text, IReadOnlyList<TokenSequence> seqs, int batch = 64)
+    public static double MeanKl(CausalLM model, CausalLM reference, LmText text, IReadOnlyList<TokenSequence> seqs, int batch = 64) =>
+        MeanKl(i => model.Forward(new CausalLMInput { InputIds = i }).Logits, reference, text, seqs, batch);
+
+    /// <summary>Right-padded batches; pads come after every target, so causal logits of real positions are unaffected.</summary>
+    public static double MeanKl(Func<Tensor, Tensor> logitsOf, CausalLM reference, LmText text, IReadOnlyList<TokenSequence> seqs, int batch = 64)
     {
         using var _ = torch.no_grad();
         double sum = 0; long n = 0;
@@ -29,7 +36,7 @@ public static class Metrics
             var part = seqs.Skip(i).Take(batch).ToList();
             var (ids, labels) = text.Batch(part);
             long cnt = labels.ne(-100).sum().item<long>();
-            sum += Kl(model, reference, ids, labels).item<float>() * cnt;
+            sum += Kl(logitsOf, reference, ids, labels).item<float>() * cnt;
             n += cnt;
         }
         return n == 0 ? 0 : sum / n;

@@ -39,17 +39,21 @@ public sealed class LmText(CausalLMTokenizer tokenizer)
     }
 
     /// <summary>Greedy continuation of <paramref name="prompt"/> until EOS or <paramref name="maxNewTokens"/>; returns the decoded words.</summary>
-    public string Generate(CausalLM model, string prompt, int maxNewTokens = 8)
+    public string Generate(CausalLM model, string prompt, int maxNewTokens = 8) =>
+        Generate((ids, _) => model.Forward(new CausalLMInput { InputIds = ids }).Logits, prompt, maxNewTokens, model.Config.MaxPositionEmbeddings);
+
+    /// <summary>Greedy continuation through a logits function (ids [1,T], mask [1,T]) — any finetuning method.</summary>
+    public string Generate(Func<Tensor, Tensor, Tensor> logitsOf, string prompt, int maxNewTokens = 8, int maxLength = 64)
     {
         var ids = new List<long> { Bos };
         ids.AddRange(Encode(prompt).Select(i => (long)i));
         var generated = new List<int>();
         using var _ = torch.no_grad();
-        for (int s = 0; s < maxNewTokens && ids.Count < model.Config.MaxPositionEmbeddings; s++)
+        for (int s = 0; s < maxNewTokens && ids.Count < maxLength; s++)
         {
             using var scope = torch.NewDisposeScope();
             var input = torch.tensor(ids.ToArray(), dtype: ScalarType.Int64).unsqueeze(0);
-            var logits = model.Forward(new CausalLMInput { InputIds = input }).Logits;
+            var logits = logitsOf(input, torch.ones_like(input));
             int next = (int)logits[0, -1].argmax().item<long>();
             if (next == Eos) break;
             generated.Add(next);

@@ -114,14 +114,14 @@ public class MainJobPipelineTests : IDisposable
         string outDir = Path.Combine(_dir, "out");
         var o = new MainJobOptions
         {
-            ModelFolder = model, Facts = facts, OutFolder = outDir, Methods = ["full", "full+kl", "lora"], Steps = 3, Seed = 2,
+            ModelFolder = model, Facts = facts, OutFolder = outDir, Methods = ["full", "full+kl", "lora", "prompt"], Steps = 3, Seed = 2,
             SweepMethod = "full", SweepLearningRates = [1e-4, 3e-4], KlSentences = 16,
         };
         var r = Samples.Experiment.MainJob.Run(o);
-        Assert.Equal(6, r.Runs.Count);
+        Assert.Equal(8, r.Runs.Count);
         Assert.Equal(2, r.Sweep.Count);
         var files = ReportWriter.Write(r, outDir);
-        foreach (var f in new[] { "report.md", "accuracy.png", "lr_sweep.png", "loss_full.png", "loss_full_kl.png", "loss_lora.png" })
+        foreach (var f in new[] { "report.md", "accuracy.png", "lr_sweep.png", "loss_full.png", "loss_full_kl.png", "loss_lora.png", "loss_prompt.png" })
         {
             string p = Path.Combine(outDir, f);
             Assert.True(File.Exists(p), f);
