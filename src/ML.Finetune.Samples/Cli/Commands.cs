@@ -17,7 +17,7 @@ public static class Commands
     public const string Usage = """
         usage: ML.Finetune.Samples [command] [options]
           (no command)  the main job: θ_p vs θ_0 under every method
-                        --facts <tsv> --methods <full,full+l2,full+kl,lora> --out <dir> --seed <n> --steps <n> --no-sweep --model <dir>
+                        --facts <tsv> --methods <full,full+l2,full+kl,prompt,prefix,lora> --out <dir> --seed <n> --steps <n> --no-sweep --model <dir>
           pretrain      --out <dir> [--facts <tsv>] [--seed <n>] [--steps <n>]
           finetune      --model <dir> --data <file.jsonl|csv> --method full|lora --out <dir> [--steps <n>] [--lr <x>] [--seed <n>]
                         writes <out>/model.zip (ML.NET), <out>/hf/ (full) or <out>/adapter/ (PEFT, lora), <out>/history.csv
