@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace ML.Finetune.Samples;
 
 /// <summary>`info`: proves the native stack loads and autograd works on this machine.</summary>
-internal static class InfoCommand
+public static class InfoCommand
 {
     public static int Run()
     {

@@ -1,1 +1,3 @@
-return ML.Finetune.Samples.InfoCommand.Run();
+// Small models on a contended CPU: one intra-op thread is several times faster than libtorch's default here.
+TorchSharp.torch.set_num_threads(int.TryParse(Environment.GetEnvironmentVariable("MLFT_THREADS"), out int threads) && threads > 0 ? threads : 1);
+return ML.Finetune.Samples.Cli.Commands.Run(args);

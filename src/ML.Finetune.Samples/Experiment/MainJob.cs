@@ -1,0 +1,98 @@
+using System.Diagnostics;
+using ML.Finetune.Models;
+using ML.Finetune.Tokenization;
+
+namespace ML.Finetune.Samples.Experiment;
+
+public sealed record MainJobOptions
+{
+    public required string ModelFolder { get; init; }
+    public required FactCorpus Facts { get; init; }
+    public required string OutFolder { get; init; }
+    public IReadOnlyList<string> Methods { get; init; } = FinetuneMethods.All.Select(m => m.Name).ToList();
+    public long Seed { get; init; } = 1;
+    public int Steps { get; init; } = 150;
+    /// <summary>Method swept over SweepLearningRates on θ_p (null: no sweep).</summary>
+    public string? SweepMethod { get; init; } = "full";
+    public IReadOnlyList<double> SweepLearningRates { get; init; } = [1e-4, 3e-4, 1e-3, 3e-3];
+    /// <summary>How many pretraining sentences the KL penalty and the KL metric use.</summary>
+    public int KlSentences { get; init; } = 256;
+}
+
+public sealed record RunResult(string Method, string Init, double LearningRate, double TestAccuracy, double TrainAccuracy,
+    double DistanceFromStart, double KlToPretrained, long TrainableParameters, double Seconds,
+    IReadOnlyList<(int Step, double Loss)> History, IReadOnlyList<(QaPair Pair, string Got, bool Ok)> TestRows);
+
+public sealed record MainJobResult(MainJobOptions Options, IReadOnlyList<RunResult> Runs, IReadOnlyList<RunResult> Sweep,
+    double BaseTestAccuracyPretrained, double BaseTestAccuracyRandom, double Seconds, string Device);
+
+/// <summary>θ_p vs θ_0 under every method: finetune on train-split QA, evaluate on held-out QA.</summary>
+public static class MainJob
+{
+    public const string Pretrained = "θ_p", Random = "θ_0";
+
+    public static MainJobResult Run(MainJobOptions o, IProgressSink? progress = null)
+    {
+        var sw = Stopwatch.StartNew();
+        var methods = o.Methods.Select(FinetuneMethods.Get).ToList();
+        var tok = CausalLMTokenizer.FromFolder(o.ModelFolder);
+        var text = new LmText(tok);
+        var config = CausalLMConfig.Load(o.ModelFolder);
+        var trainQa = QaBuilder.Build(o.Facts, "train");
+        var testQa = QaBuilder.Build(o.Facts, "test");
+        var trainData = trainQa.Select(p => text.PromptCompletion(p.Prompt, p.Completion)).ToList();
+        var klText = new PretrainingCorpusBuilder((int)o.Seed + 1000).Build(o.Facts.Facts).Take(o.KlSentences).Select(text.Sentence).ToList();
+        using var thetaP = CausalLMFactory.LoadPretrained(o.ModelFolder);
+        foreach (var p in thetaP.parameters()) p.requires_grad = false;
+
+        CausalLM Fresh(string init) => init == Pretrained ? CausalLMFactory.LoadPretrained(o.ModelFolder) : CausalLMFactory.CreateRandom(config, o.Seed + 7);
+
+        double baseP = Evaluator.ExactMatch(thetaP, text, testQa).Accuracy;
+        double baseR;
+        using (var r = Fresh(Random)) baseR = Evaluator.ExactMatch(r, text, testQa).Accuracy;
+
+        var jobs = new List<(FinetuneMethod m, string init, double lr, bool sweep)>();
+        foreach (var m in methods) foreach (var init in new[] { Pretrained, Random }) jobs.Add((m, init, m.DefaultLearningRate, false));
+        if (o.SweepMethod is string sm && o.SweepLearningRates.Count > 0)
+            foreach (var lr in o.SweepLearningRates) jobs.Add((FinetuneMethods.Get(sm), Pretrained, lr, true));
+        progress?.Start(jobs.Count * o.Steps);
+
+        var runs = new List<RunResult>();
+        var sweep = new List<RunResult>();
+        int done = 0;
+        foreach (var (m, init, lr, isSweep) in jobs)
+        {
+            // A sweep point at the default LR repeats a table run exactly (same seed): reuse it.
+            var same = runs.FirstOrDefault(r => isSweep && r.Method == m.Name && r.Init == init && r.LearningRate == lr);
+            if (same != null) { sweep.Add(same); done += o.Steps; progress?.Advance(done, $"{m.Name} {init} lr={lr:G2} (reused)"); continue; }
+            var t0 = Stopwatch.StartNew();
+            using var model = Fresh(init);
+            using var start = Fresh(init);
+            foreach (var p in start.parameters()) p.requires_grad = false;
+            int offset = done;
+            string label = $"{m.Name} {init}" + (isSweep ? $" lr={lr:G2}" : "");
+            var outcome = m.Run(new MethodContext(model, start, text, trainData, klText, o.Steps, lr, o.Seed,
+                (s, _) => progress?.Advance(offset + s + 1, label)));
+            done += o.Steps;
+            var (te, rows) = outcome.Logits is { } lf ? Evaluator.ExactMatch(lf, text, testQa) : Evaluator.ExactMatch(model, text, testQa);
+            var tr = (outcome.Logits is { } lf2 ? Evaluator.ExactMatch(lf2, text, trainQa) : Evaluator.ExactMatch(model, text, trainQa)).Accuracy;
+            double kl = outcome.Logits is { } lf3
+                ? Metrics.MeanKl(ids => lf3(ids, TorchSharp.torch.ones_like(ids)), thetaP, text, klText)
+                : Metrics.MeanKl(model, thetaP, text, klText);
+            outcome.Owner?.Dispose();
+            var result = new RunResult(m.Name, init, lr, te, tr, outcome.Distance,
+                kl, outcome.TrainableParameters, t0.Elapsed.TotalSeconds, outcome.History, rows);
+            (isSweep ? sweep : runs).Add(result);
+        }
+        progress?.Stop();
+        return new MainJobResult(o, runs, sweep, baseP, baseR, sw.Elapsed.TotalSeconds, "cpu");
+    }
+}
+
+/// <summary>Progress reporting (a Spectre progress bar in the console, nothing in tests).</summary>
+public interface IProgressSink
+{
+    void Start(int total);
+    void Advance(int value, string label);
+    void Stop();
+}

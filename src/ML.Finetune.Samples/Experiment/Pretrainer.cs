@@ -1,0 +1,121 @@
+using System.Diagnostics;
+using System.Text.Json;
+using ML.Finetune.Models;
+using ML.Finetune.Tokenization;
+using ML.Finetune.Training;
+using TorchSharp;
+
+namespace ML.Finetune.Samples.Experiment;
+
+public sealed record PretrainOptions
+{
+    public int Seed { get; init; } = 1;
+    public int Steps { get; init; } = 1500;
+    public int BatchSize { get; init; } = 32;
+    public double LearningRate { get; init; } = 2e-3;
+    public int HiddenSize { get; init; } = 128;
+    public int Layers { get; init; } = 4;
+    public int Heads { get; init; } = 4;
+    public int IntermediateSize { get; init; } = 384;
+    public int CityTemplates { get; init; } = int.MaxValue;
+    public bool QaFormat { get; init; } = true;
+}
+
+/// <summary>Builds θ_p: a word-level tokenizer over the facts' corpus and a small Llama pretrained on it from CreateRandom.</summary>
+public static class Pretrainer
+{
+    public const string Unk = "<unk>", Bos = "<s>", Eos = "</s>", Pad = "<pad>";
+    public const string InfoFile = "pretraining.json";
+
+    /// <summary>The facts hash stored with a pretrained model folder, or null.</summary>
+    public static string? StoredFactsHash(string folder)
+    {
+        string p = Path.Combine(folder, InfoFile);
+        if (!File.Exists(p)) return null;
+        using var doc = JsonDocument.Parse(File.ReadAllText(p));
+        return doc.RootElement.TryGetProperty("facts_sha256", out var h) ? h.GetString() : null;
+    }
+
+    /// <summary>
+    /// WordLevel tokenizer.json via the library writer, with the HF "Whitespace" pre-tokenizer (\w+|[^\w\s]+) instead of
+    /// WhitespaceSplit, so raw text like "Q: Where is X? A:" tokenizes without our own normalisation; BOS added on encode.
+    /// </summary>
+    public static void WriteTokenizer(string folder, IReadOnlyList<string> vocab)
+    {
+        TokenizerFileWriter.WriteWordLevelTokenizerJson(folder, vocab, Unk, Bos, Eos, Pad, addBosToken: true);
+        string path = Path.Combine(folder, "tokenizer.json");
+        var root = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        root["pre_tokenizer"] = new System.Text.Json.Nodes.JsonObject { ["type"] = "Whitespace" };
+        File.WriteAllText(path, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));
+    }
+
+    public static CausalLMConfig Config(PretrainOptions o, CausalLMTokenizer tok) => new()
+    {
+        ModelType = "llama",
+        VocabSize = tok.VocabSize,
+        HiddenSize = o.HiddenSize,
+        NumLayers = o.Layers,
+        NumHeads = o.Heads,
+        NumKeyValueHeads = o.Heads,
+        HeadDim = o.HiddenSize / o.Heads,
+        IntermediateSize = o.IntermediateSize,
+        MaxPositionEmbeddings = 64,
+        NormEps = 1e-5,
+        TieWordEmbeddings = true,
+        BosTokenId = tok.BosId,
+        EosTokenIds = tok.EosId is int e ? [e] : [],
+        PadTokenId = tok.PadId,
+    };
+
+    /// <summary>Pretrains and writes the HF folder into <paramref name="outFolder"/> atomically (built beside it, then moved).</summary>
+    public static (CausalLM model, TimeSpan elapsed) Run(FactCorpus facts, PretrainOptions o, string outFolder, Action<int, double>? progress = null)
+    {
+        var sw = Stopwatch.StartNew();
+        var builder = new PretrainingCorpusBuilder(o.Seed, o.CityTemplates, o.QaFormat);
+        var sentences = builder.Build(facts.Facts);
+        var vocab = PretrainingCorpusBuilder.Vocabulary(sentences, facts.Facts);
+        string full = Path.GetFullPath(outFolder);
+        string tmp = full.TrimEnd(Path.DirectorySeparatorChar) + $".tmp-{Guid.NewGuid():N}";
+        try
+        {
+            WriteTokenizer(tmp, vocab);
+            var tok = CausalLMTokenizer.FromFolder(tmp);
+            var text = new LmText(tok);
+            var config = Config(o, tok);
+            var model = CausalLMFactory.CreateRandom(config, o.Seed);
+            var data = sentences.Select(text.Sentence).ToList();
+            // Pretraining is the library's finetuning loop with every token in the loss (plain next-token training).
+            using var method = new FullFinetuneMethod();
+            method.Attach(model, o.Seed);
+            var trainer = new FinetuneTrainer(new TrainerOptions
+            {
+                MaxSteps = o.Steps, BatchSize = o.BatchSize, LearningRate = o.LearningRate, Schedule = LearningRateScheduleKind.Cosine,
+                WarmupSteps = Math.Min(100, o.Steps / 10 + 1), WeightDecay = 0.01, GradientClipNorm = 1.0, Seed = o.Seed,
+            }, text.Pad);
+            trainer.Progress = p => progress?.Invoke(p.Record.Step, p.Record.CrossEntropy);
+            var hist = trainer.Train(model, method, data.Select(LmText.ToExample).ToList()).Records.Select(r => (r.Step, Loss: r.CrossEntropy)).ToList();
+            CausalLMFactory.SavePretrained(model, tmp);
+            var info = new Dictionary<string, object>
+            {
+                ["facts_sha256"] = facts.Hash(),
+                ["facts_count"] = facts.Facts.Count,
+                ["seed"] = o.Seed, ["steps"] = o.Steps, ["batch_size"] = o.BatchSize, ["learning_rate"] = o.LearningRate,
+                ["city_templates"] = builder.CityTemplateCount, ["qa_format_text"] = o.QaFormat,
+                ["sentences"] = sentences.Count, ["parameters"] = model.parameters().Sum(p => p.numel()),
+                ["final_loss"] = hist.Skip(Math.Max(0, hist.Count - 20)).Average(h => h.Loss),
+                ["seconds"] = Math.Round(sw.Elapsed.TotalSeconds, 1),
+            };
+            File.WriteAllText(Path.Combine(tmp, InfoFile), JsonSerializer.Serialize(info, new JsonSerializerOptions { WriteIndented = true }));
+            if (Directory.Exists(full)) Directory.Delete(full, recursive: true);
+            Directory.CreateDirectory(Path.GetDirectoryName(full)!);
+            Directory.Move(tmp, full);
+            return (model, sw.Elapsed);
+        }
+        finally
+        {
+            if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true);
+        }
+    }
+
+    public static IReadOnlyList<string> Sentences(FactCorpus facts, int seed) => new PretrainingCorpusBuilder(seed).Build(facts.Facts);
+}

@@ -1,0 +1,144 @@
+using System.Globalization;
+using System.Text;
+using ScottPlot;
+
+namespace ML.Finetune.Samples.Experiment;
+
+/// <summary>Writes report.md and the PNG plots of a main-job result.</summary>
+public static class ReportWriter
+{
+    static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
+    public static string Pct(double v) => (v * 100).ToString("F1", Inv) + "%";
+    public static string Num(double v, string f = "F3") => v.ToString(f, Inv);
+
+    public static IReadOnlyList<string> Write(MainJobResult r, string folder, string? pretrainInfo = null)
+    {
+        Directory.CreateDirectory(folder);
+        var files = new List<string>();
+        foreach (var method in r.Runs.Select(x => x.Method).Distinct())
+        {
+            string f = Path.Combine(folder, $"loss_{Safe(method)}.png");
+            LossPlot(r.Runs.Where(x => x.Method == method).ToList(), $"training loss: {method}", f);
+            files.Add(f);
+        }
+        string acc = Path.Combine(folder, "accuracy.png");
+        AccuracyPlot(r, acc); files.Add(acc);
+        if (r.Sweep.Count > 0)
+        {
+            string s = Path.Combine(folder, "lr_sweep.png");
+            SweepPlot(r.Sweep, s); files.Add(s);
+        }
+        string md = Path.Combine(folder, "report.md");
+        File.WriteAllText(md, Markdown(r, files.Select(Path.GetFileName).ToList()!, pretrainInfo));
+        files.Insert(0, md);
+        return files;
+    }
+
+    static string Safe(string s) => new(s.Select(c => char.IsLetterOrDigit(c) ? c : '_').ToArray());
+
+    public static string TableRow(RunResult x) =>
+        $"| {x.Method} | {x.Init} | {Pct(x.TestAccuracy)} | {Pct(x.TrainAccuracy)} | {Num(x.DistanceFromStart)} | {Num(x.KlToPretrained, "F4")} | {x.TrainableParameters:N0} | {Num(x.Seconds, "F1")} |";
+
+    public static string Markdown(MainJobResult r, IReadOnlyList<string> images, string? pretrainInfo)
+    {
+        var o = r.Options;
+        var sb = new StringBuilder();
+        sb.AppendLine("# Main job: pretrained θ_p vs random θ_0 on held-out university facts");
+        sb.AppendLine();
+        sb.AppendLine($"Facts: {o.Facts.Source} ({o.Facts.Train.Count} train, {o.Facts.Test.Count} test universities), sha256 `{o.Facts.Hash()[..16]}…`. " +
+                      $"Model: `{o.ModelFolder}`. Seed {o.Seed}, {o.Steps} steps per run, batch 16. Device {r.Device}. Wall time {Num(r.Seconds, "F0")} s.");
+        sb.AppendLine();
+        sb.AppendLine("Task: finetune on `Q: Where is <university>? A:` → ` <city>` for the train split; exact match of the greedy answer on the test split (held out) and on the train split.");
+        sb.AppendLine($"Before finetuning: θ_p held-out {Pct(r.BaseTestAccuracyPretrained)}, θ_0 held-out {Pct(r.BaseTestAccuracyRandom)}.");
+        sb.AppendLine();
+        sb.AppendLine("| method | init | held-out acc | train acc | ‖θ−θ_start‖₂ | KL to θ_p (pretraining text, nats/token) | trainable params | wall s |");
+        sb.AppendLine("|---|---|---|---|---|---|---|---|");
+        foreach (var x in r.Runs) sb.AppendLine(TableRow(x));
+        sb.AppendLine();
+        sb.AppendLine("θ_start is the model the run started from (θ_p or θ_0); the L2/KL penalties pull towards it. " +
+                      "Methods: " + string.Join("; ", o.Methods.Select(m => $"`{m}` = {FinetuneMethods.Get(m).Description}, lr {FinetuneMethods.Get(m).DefaultLearningRate.ToString("G3", Inv)}")) + ".");
+        if (r.Sweep.Count > 0)
+        {
+            sb.AppendLine();
+            sb.AppendLine($"## Learning-rate sweep ({r.Sweep[0].Method}, θ_p)");
+            sb.AppendLine();
+            sb.AppendLine("| lr | held-out acc | train acc | ‖θ−θ_p‖₂ |");
+            sb.AppendLine("|---|---|---|---|");
+            foreach (var x in r.Sweep) sb.AppendLine($"| {x.LearningRate.ToString("G3", Inv)} | {Pct(x.TestAccuracy)} | {Pct(x.TrainAccuracy)} | {Num(x.DistanceFromStart)} |");
+        }
+        var best = r.Runs.FirstOrDefault(x => x.Init == MainJob.Pretrained);
+        if (best != null)
+        {
+            sb.AppendLine();
+            sb.AppendLine($"## Held-out answers ({best.Method}, θ_p), first 10");
+            sb.AppendLine();
+            foreach (var (pair, got, ok) in best.TestRows.Take(10)) sb.AppendLine($"- `{pair.Prompt}` → `{got}` {(ok ? "✓" : $"✗ (expected `{pair.Answer}`)")}");
+        }
+        if (pretrainInfo != null) { sb.AppendLine(); sb.AppendLine("## θ_p pretraining"); sb.AppendLine(); sb.AppendLine("```json"); sb.AppendLine(pretrainInfo.Trim()); sb.AppendLine("```"); }
+        sb.AppendLine();
+        sb.AppendLine("## Plots");
+        foreach (var i in images) sb.AppendLine($"![{i}]({i})");
+        return sb.ToString();
+    }
+
+    static double[] Smooth(IReadOnlyList<double> ys, int w)
+    {
+        var r = new double[ys.Count];
+        for (int i = 0; i < ys.Count; i++) { int a = Math.Max(0, i - w + 1); r[i] = ys.Skip(a).Take(i - a + 1).Average(); }
+        return r;
+    }
+
+    static void LossPlot(IReadOnlyList<RunResult> runs, string title, string path)
+    {
+        var plt = new Plot();
+        foreach (var x in runs)
+        {
+            var s = plt.Add.Scatter(x.History.Select(h => (double)h.Step).ToArray(), Smooth(x.History.Select(h => h.Loss).ToList(), 10));
+            s.LegendText = x.Init == MainJob.Pretrained ? "theta_p (pretrained)" : "theta_0 (random)";
+            s.MarkerSize = 0;
+        }
+        plt.Title(title.Replace("θ", "theta"));
+        plt.XLabel("step"); plt.YLabel("cross-entropy (completion tokens, smoothed)");
+        plt.ShowLegend();
+        plt.SavePng(path, 700, 450);
+    }
+
+    static void AccuracyPlot(MainJobResult r, string path)
+    {
+        var plt = new Plot();
+        var methods = r.Runs.Select(x => x.Method).Distinct().ToList();
+        var bars = new List<Bar>();
+        var colors = new[] { Colors.SteelBlue, Colors.OrangeRed };
+        for (int i = 0; i < methods.Count; i++)
+            for (int k = 0; k < 2; k++)
+            {
+                var run = r.Runs.FirstOrDefault(x => x.Method == methods[i] && x.Init == (k == 0 ? MainJob.Pretrained : MainJob.Random));
+                if (run == null) continue;
+                bars.Add(new Bar { Position = i * 3 + k, Value = run.TestAccuracy * 100, FillColor = colors[k] });
+            }
+        plt.Add.Bars(bars);
+        plt.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(
+            methods.Select((_, i) => i * 3 + 0.5).ToArray(), methods.ToArray());
+        plt.Legend.ManualItems.Add(new LegendItem { LabelText = "theta_p (pretrained)", FillColor = colors[0] });
+        plt.Legend.ManualItems.Add(new LegendItem { LabelText = "theta_0 (random)", FillColor = colors[1] });
+        plt.ShowLegend();
+        plt.Axes.SetLimitsY(0, 100);
+        plt.Title("held-out exact-match accuracy");
+        plt.YLabel("accuracy (%)");
+        plt.SavePng(path, 700, 450);
+    }
+
+    static void SweepPlot(IReadOnlyList<RunResult> sweep, string path)
+    {
+        var plt = new Plot();
+        var s = plt.Add.Scatter(sweep.Select(x => Math.Log10(x.LearningRate)).ToArray(), sweep.Select(x => x.TestAccuracy * 100).ToArray());
+        s.LegendText = "held-out";
+        var t = plt.Add.Scatter(sweep.Select(x => Math.Log10(x.LearningRate)).ToArray(), sweep.Select(x => x.TrainAccuracy * 100).ToArray());
+        t.LegendText = "train";
+        plt.ShowLegend();
+        plt.Title($"learning-rate sweep: {sweep[0].Method}, theta_p");
+        plt.XLabel("log10(learning rate)"); plt.YLabel("exact-match accuracy (%)");
+        plt.Axes.SetLimitsY(0, 100);
+        plt.SavePng(path, 700, 450);
+    }
+}
