@@ -111,7 +111,7 @@ public sealed class CausalLMTokenizer
         var tok = TiktokenTokenizer.CreateForModel("gpt2");
         const int eos = 50256;
         const string eosTok = "<|endoftext|>";
-        var map = new Dictionary<string, int>(tok.SpecialTokens, StringComparer.Ordinal);
+        var map = new Dictionary<string, int>(tok.SpecialTokens ?? new Dictionary<string, int>(), StringComparer.Ordinal);
         return new CausalLMTokenizer(tok, 50257, bosId: eos, eosId: eos, padId: null, eosToken: eosTok, addBosToken: false,
             specialIds: null, bosToken: eosTok, padToken: null, tokenToId: map, source: null);
     }

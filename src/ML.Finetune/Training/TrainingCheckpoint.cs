@@ -66,7 +66,7 @@ public static class TrainingCheckpoint
                 SafeTensors.Save(Path.Combine(tmp, OptimizerFile), optimizer);
                 if (best != null) SafeTensors.Save(Path.Combine(tmp, BestFile), best.ToDictionary(kv => kv.Key, kv => kv.Value.detach().cpu().contiguous()));
             }
-            state.Sha256 = Directory.GetFiles(tmp).ToDictionary(Path.GetFileName, Hash)!;
+            state.Sha256 = Directory.GetFiles(tmp).ToDictionary(f => Path.GetFileName(f), Hash);
             File.WriteAllText(Path.Combine(tmp, StateFile), JsonSerializer.Serialize(state, Json));
             foreach (var f in Directory.GetFiles(tmp)) { using var fs = new FileStream(f, FileMode.Open, FileAccess.ReadWrite); fs.Flush(true); }
             if (Directory.Exists(final)) Directory.Delete(final, true); // same step written again (e.g. a rerun)
