@@ -16,7 +16,7 @@ public static class Commands
     public static string DefaultFacts => Path.Combine(AppContext.BaseDirectory, "Data", "universities.tsv");
 
     /// <summary>Runs a command; usage errors → 2, data/model errors → 1. Nothing is written on failure.</summary>
-    public static int Run(string[] args, TextWriter? err = null)
+    public static int Run(string[] args, TextWriter? err = null, TextWriter? output = null)
     {
         err ??= Console.Error;
         var root = CliDefinition.Build();
@@ -29,7 +29,7 @@ public static class Commands
         }
         try
         {
-            return parsed.Invoke(new InvocationConfiguration { Error = err, EnableDefaultExceptionHandler = false });
+            return parsed.Invoke(new InvocationConfiguration { Output = output ?? Console.Out, Error = err, EnableDefaultExceptionHandler = false });
         }
         catch (CliException e)
         {
@@ -44,6 +44,8 @@ public static class Commands
             return 1;
         }
     }
+
+    static TextWriter Out(ParseResult a) => a.InvocationConfiguration.Output;
 
     static string Hint(ParseResult r)
     {
@@ -72,10 +74,10 @@ public static class Commands
         if (Pretrainer.StoredFactsHash(model) != facts.Hash())
         {
             string fresh = Path.Combine(outDir, "pretrained-model");
-            Console.WriteLine($"facts differ from the model's ({model}); pretraining a fresh θ_p into {fresh} …");
+            Out(a).WriteLine($"facts differ from the model's ({model}); pretraining a fresh θ_p into {fresh} …");
             var (_, el) = RunWithProgress("pretraining θ_p", new PretrainOptions().Steps, noProgress,
                 p => Pretrainer.Run(facts, new PretrainOptions { Seed = (int)seed }, fresh, (s, _) => p.Advance(s + 1, "pretrain")));
-            Console.WriteLine($"pretrained in {el.TotalSeconds:F0} s");
+            Out(a).WriteLine($"pretrained in {el.TotalSeconds:F0} s");
             model = fresh;
         }
         string infoPath = Path.Combine(model, Pretrainer.InfoFile);
@@ -88,7 +90,7 @@ public static class Commands
         var result = RunWithProgress("main job", 0, noProgress, p => Experiment.MainJob.Run(options, p));
         var files = ReportWriter.Write(result, outDir, pretrainInfo);
         PrintTable(result);
-        Console.WriteLine($"wall time {result.Seconds:F0} s; wrote {string.Join(", ", files.Select(Path.GetFileName))} to {Path.GetFullPath(outDir)}");
+        Out(a).WriteLine($"wall time {result.Seconds:F0} s; wrote {string.Join(", ", files.Select(Path.GetFileName))} to {Path.GetFullPath(outDir)}");
         return 0;
     }
 
@@ -140,8 +142,8 @@ public static class Commands
         var facts = Facts(a);
         string outDir = a.GetValue<string>("--out")!;
         var o = new PretrainOptions { Seed = a.GetValue<int>("--seed"), Steps = a.GetValue<int>("--steps") };
-        var (model, el) = Pretrainer.Run(facts, o, outDir, (s, l) => { if ((s + 1) % 250 == 0) Console.WriteLine($"step {s + 1}/{o.Steps} loss {l:F3}"); });
-        Console.WriteLine($"pretrained {model.parameters().Sum(p => p.numel()):N0} parameters on {facts.Facts.Count} facts in {el.TotalSeconds:F0} s → {Path.GetFullPath(outDir)}");
+        var (model, el) = Pretrainer.Run(facts, o, outDir, (s, l) => { if ((s + 1) % 250 == 0) Out(a).WriteLine($"step {s + 1}/{o.Steps} loss {l:F3}"); });
+        Out(a).WriteLine($"pretrained {model.parameters().Sum(p => p.numel()):N0} parameters on {facts.Facts.Count} facts in {el.TotalSeconds:F0} s → {Path.GetFullPath(outDir)}");
         model.Dispose();
         return 0;
     }
@@ -212,7 +214,7 @@ public static class Commands
         }
         finally { if (Directory.Exists(tmp)) Directory.Delete(tmp, true); }
         var last = transformer.TrainingHistory.Records[^1];
-        Console.WriteLine($"finetuned ({method}) on {pairs.Count} examples, {transformer.TrainingHistory.Records.Count} steps, final CE {last.CrossEntropy:F3}, " +
+        Out(a).WriteLine($"finetuned ({method}) on {pairs.Count} examples, {transformer.TrainingHistory.Records.Count} steps, final CE {last.CrossEntropy:F3}, " +
                           $"‖θ−θ_p‖₂ {last.Distance:F3}, {sw.Elapsed.TotalSeconds:F0} s → {full}/model.zip, {full}/{weights}/");
         return 0;
     }
@@ -231,7 +233,7 @@ public static class Commands
             try
             {
                 var outView = t.Transform(ml.Data.LoadFromEnumerable(new[] { new PromptRow { Prompt = prompt } }));
-                Console.WriteLine(outView.GetColumn<string>("GeneratedText").First().Trim());
+                Out(a).WriteLine(outView.GetColumn<string>("GeneratedText").First().Trim());
             }
             finally { (t as IDisposable)?.Dispose(); }
             return 0;
@@ -240,18 +242,18 @@ public static class Commands
         using var m = CausalLMFactory.LoadPretrained(model!);
         if (adapter == null)
         {
-            Console.WriteLine(text.Generate(m, prompt, maxTokens));
+            Out(a).WriteLine(text.Generate(m, prompt, maxTokens));
             return 0;
         }
         if (PeftType(adapter) == "LORA")
         {
             Adapters.PeftLoraIO.Import(m, adapter);
-            Console.WriteLine(text.Generate(m, prompt, maxTokens));
+            Out(a).WriteLine(text.Generate(m, prompt, maxTokens));
             return 0;
         }
         // Prompt/prefix tuning act outside model.Forward: decode through the method's logits.
         var method = Adapters.PeftPromptLearning.Load(adapter, m);
-        try { Console.WriteLine(text.Generate((ids, mask) => method.Logits(m, ids, mask), prompt, maxTokens, m.Config.MaxPositionEmbeddings)); }
+        try { Out(a).WriteLine(text.Generate((ids, mask) => method.Logits(m, ids, mask), prompt, maxTokens, m.Config.MaxPositionEmbeddings)); }
         finally { (method as IDisposable)?.Dispose(); }
         return 0;
     }
@@ -276,7 +278,7 @@ public static class Commands
         {
             if (zip == null || data == null) throw new CliException("--zip <model.zip> and --data <file> go together (prompt/completion evaluation)");
             if (model != null) throw new CliException("give either --model (facts QA) or --zip with --data, not both");
-            return EvaluateData(zip, data);
+            return EvaluateData(a, zip, data);
         }
         if (model == null) throw new CliException("give --model <dir> (facts QA) or --zip <model.zip> --data <file>");
         var facts = Facts(a);
@@ -284,13 +286,13 @@ public static class Commands
         var text = new LmText(CausalLMTokenizer.FromFolder(model));
         using var m = CausalLMFactory.LoadPretrained(model);
         var (acc, rows) = Evaluator.ExactMatch(m, text, QaBuilder.Build(facts, split));
-        foreach (var (p, got, ok) in rows) Console.WriteLine($"{(ok ? "✓" : "✗")} {p.Prompt} {got}" + (ok ? "" : $"   (expected {p.Answer})"));
-        Console.WriteLine($"{split} exact match: {ReportWriter.Pct(acc)} ({rows.Count(r => r.Ok)}/{rows.Count})");
+        foreach (var (p, got, ok) in rows) Out(a).WriteLine($"{(ok ? "✓" : "✗")} {p.Prompt} {got}" + (ok ? "" : $"   (expected {p.Answer})"));
+        Out(a).WriteLine($"{split} exact match: {ReportWriter.Pct(acc)} ({rows.Count(r => r.Ok)}/{rows.Count})");
         return 0;
     }
 
     /// <summary>Exact match, mean NLL and perplexity of a model.zip on prompt/completion pairs (mlContext.Finetune().Evaluate).</summary>
-    static int EvaluateData(string zip, string data)
+    static int EvaluateData(ParseResult a, string zip, string data)
     {
         var pairs = PromptCompletionFile.Load(data);
         if (pairs.Count == 0) throw new InvalidDataException($"{data}: no prompt/completion pairs");
@@ -300,7 +302,7 @@ public static class Commands
         {
             var scored = t.Transform(ml.Data.LoadFromEnumerable(pairs.Select(p => new PromptCompletionRow { Prompt = p.Prompt, Completion = p.Completion })));
             var metrics = ml.Finetune().Evaluate(scored);
-            Console.WriteLine($"{metrics.RowCount} rows of {data}: exact match {ReportWriter.Pct(metrics.ExactMatchAccuracy)}, " +
+            Out(a).WriteLine($"{metrics.RowCount} rows of {data}: exact match {ReportWriter.Pct(metrics.ExactMatchAccuracy)}, " +
                               $"mean NLL {metrics.MeanNll:F4}, perplexity {metrics.Perplexity:F3}");
         }
         finally { (t as IDisposable)?.Dispose(); }
