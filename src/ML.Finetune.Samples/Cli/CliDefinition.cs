@@ -59,7 +59,7 @@ public static class CliDefinition
             DirOption("--model", false, "HF model folder"),
             DirOption("--adapter", false, "PEFT adapter folder (LoRA, prompt or prefix tuning) for --model"),
             FileOption("--zip", "ML.NET model.zip written by finetune (instead of --model)"),
-            RequiredString("--prompt", "prompt text"),
+            RequiredString("--prompt", "prompt text", "text"),
             IntOption("--max-tokens", 16, 1, "maximum new tokens"),
         };
         generate.SetAction(Commands.Generate);
@@ -95,8 +95,8 @@ public static class CliDefinition
         return root;
     }
 
-    static Option<string> RequiredString(string name, string description) =>
-        new(name) { Description = description, Required = true };
+    static Option<string> RequiredString(string name, string description, string helpName = "dir") =>
+        new(name) { Description = description, Required = true, HelpName = helpName };
 
     public static Option<int> IntOption(string name, int fallback, int min, string description) => new(name)
     {
@@ -144,7 +144,7 @@ public static class CliDefinition
 
     public static Option<string> ChoiceOption(string name, string[] choices, bool required, string description, string? fallback = null)
     {
-        var o = new Option<string>(name) { Description = $"{description}: {string.Join("|", choices)}", Required = required, HelpName = string.Join("|", choices) };
+        var o = new Option<string>(name) { Description = description, Required = required, HelpName = string.Join("|", choices) };
         if (fallback != null) o.DefaultValueFactory = _ => fallback;
         o.Validators.Add(r =>
         {
