@@ -103,6 +103,8 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
                 Schedule = o.Schedule, WarmupSteps = o.WarmupSteps, MaxSteps = o.MaxSteps, Epochs = o.Epochs, BatchSize = o.BatchSize,
                 GradientClipNorm = o.GradientClipNorm, GradientAccumulationSteps = o.GradientAccumulationSteps,
                 EvaluateEveryNSteps = o.EvaluateEveryNSteps, L2Penalty = o.L2Penalty, L2Squared = o.L2Squared, KlPenalty = o.KlPenalty, Seed = o.Seed,
+                EarlyStoppingPatience = o.EarlyStoppingPatience, EarlyStoppingMinDelta = o.EarlyStoppingMinDelta,
+                CheckpointFolder = o.CheckpointFolder, CheckpointEveryNSteps = o.CheckpointEveryNSteps,
             }, encoder.PadId)
             {
                 CheckAlive = () => HostAccess.CheckAlive(Host),

@@ -68,6 +68,12 @@ public abstract class FinetuneOptions
     public IDataView? ValidationData;
     /// <summary>0 = evaluate only after the last step.</summary>
     public int EvaluateEveryNSteps = 0;
+    /// <summary>Stop after this many evaluations (every <see cref="EvaluateEveryNSteps"/>) without improvement and keep the best weights; 0 = off.</summary>
+    public int EarlyStoppingPatience = 0;
+    public double EarlyStoppingMinDelta = 0;
+    /// <summary>Checkpoint folder (trainable weights, optimizer, RNG, data position); Fit resumes from its newest valid checkpoint.</summary>
+    public string? CheckpointFolder;
+    public int CheckpointEveryNSteps = 0;
     public long Seed = 0;
     /// <summary>
     /// libtorch intra-op threads (torch.set_num_threads, a process-wide setting) applied at Fit; null leaves it as it is.

@@ -75,6 +75,9 @@ public abstract class CausalLM : nn.Module
         if ((input.InputIds is null) == (input.InputsEmbeds is null))
             throw new ArgumentException("Set exactly one of InputIds or InputsEmbeds.");
         Tensor h = input.InputsEmbeds ?? EmbedTokens(input.InputIds!);
+        // Trained soft prompts stay float32 (master weights) over a bf16/fp16 base: cast (differentiably) to the
+        // compute dtype, as autocast would; otherwise LayerNorm/matmul would see mixed dtypes.
+        if (h.dtype != ComputeDType && h.is_floating_point()) h = h.to_type(ComputeDType);
         long b = h.shape[0], t = h.shape[1];
         long past = input.Cache?.Length ?? 0;
         var mask = input.AttentionMask ?? torch.ones(b, past + t, dtype: ScalarType.Int64, device: h.device);

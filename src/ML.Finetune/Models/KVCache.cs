@@ -58,8 +58,10 @@ public sealed class KVCache : IDisposable
         Tensor nk, nv;
         if (_keys[layer] is Tensor ok && _values[layer] is Tensor ov)
         {
-            nk = torch.cat([ok, k], 2);
-            nv = torch.cat([ov, v], 2);
+            // A float32 trained prefix over a bf16/fp16 base is cast (differentiably) to the states' dtype, as
+            // autocast would; torch.cat would otherwise promote the whole cache to float32.
+            nk = torch.cat([ok.dtype == k.dtype ? ok : ok.to_type(k.dtype), k], 2);
+            nv = torch.cat([ov.dtype == v.dtype ? ov : ov.to_type(v.dtype), v], 2);
             if (_owned[layer]) { ok.Dispose(); ov.Dispose(); }
         }
         else

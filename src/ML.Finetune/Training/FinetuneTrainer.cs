@@ -30,6 +30,25 @@ public sealed class TrainerOptions
     public double KlPenalty { get; set; }
     public long Seed { get; set; } = 0;
     public bool Shuffle { get; set; } = true;
+
+    /// <summary>Early stopping: stop after this many validation evaluations without improvement (0 = off). Needs
+    /// validation data and <see cref="EvaluateEveryNSteps"/> &gt; 0.</summary>
+    public int EarlyStoppingPatience { get; set; }
+    /// <summary>An evaluation improves when its loss is below the best by more than this.</summary>
+    public double EarlyStoppingMinDelta { get; set; }
+    /// <summary>With early stopping on, end with the weights of the best evaluation (default true).</summary>
+    public bool RestoreBestWeights { get; set; } = true;
+
+    /// <summary>Folder for checkpoints (trainable weights, optimizer state, step, RNG and data position); null = none.</summary>
+    public string? CheckpointFolder { get; set; }
+    /// <summary>Write a checkpoint every N optimizer steps (0 = never).</summary>
+    public int CheckpointEveryNSteps { get; set; }
+    /// <summary>Checkpoints kept (newest; at least 2, so a corrupt newest one can fall back).</summary>
+    public int KeepCheckpoints { get; set; } = 2;
+    /// <summary>Continue from the newest valid checkpoint in <see cref="CheckpointFolder"/> when there is one (default true).</summary>
+    public bool ResumeFromCheckpoint { get; set; } = true;
+    /// <summary>Apply <see cref="Runtime.MallocTuning.ApplyForTraining"/> (glibc only; env MLFINETUNE_MALLOC_TUNING=0 turns it off).</summary>
+    public bool TuneMalloc { get; set; } = true;
 }
 
 /// <summary>Progress of a run, reported after every optimizer step.</summary>
@@ -63,6 +82,10 @@ public sealed class FinetuneTrainer
     public Action? CheckAlive { get; set; }
     /// <summary>Called after the step's gradients are complete and before clipping/update: (step, trainable parameters).</summary>
     public Action<int, IReadOnlyList<(string Name, Tensor Parameter)>>? GradientsReady { get; set; }
+    /// <summary>Warnings (e.g. a corrupt checkpoint skipped on resume). Default: standard error.</summary>
+    public Action<string>? Warning { get; set; } = m => Console.Error.WriteLine("warning: " + m);
+    /// <summary>Called after a checkpoint is written: (completed steps, folder).</summary>
+    public Action<int, string>? CheckpointWritten { get; set; }
 
     /// <summary>Right-pads examples into one batch (pad id, mask 0, label −100).</summary>
     public static TrainingBatch Collate(IReadOnlyList<EncodedExample> examples, long padId, Device? device = null)
@@ -95,6 +118,7 @@ public sealed class FinetuneTrainer
         ArgumentNullException.ThrowIfNull(model); ArgumentNullException.ThrowIfNull(method); ArgumentNullException.ThrowIfNull(train);
         if (train.Count == 0) throw new InvalidOperationException("The training data has no rows.");
         var device = model.Device;
+        if (Options.TuneMalloc) Runtime.MallocTuning.ApplyForTraining();
         torch.manual_seed(Options.Seed);
         var rng = new Random(unchecked((int)Options.Seed));
         var parameters = method.TrainableParameters;
@@ -107,24 +131,52 @@ public sealed class FinetuneTrainer
         var schedule = new LearningRateSchedule(Options.Schedule, Options.WarmupSteps, total);
         var history = new TrainingHistory();
         var order = new List<int>();
-        int cursor = 0;
+        int cursor = 0, shuffles = 0;
+        void Reshuffle()
+        {
+            order = Enumerable.Range(0, train.Count).ToList();
+            if (Options.Shuffle) for (int i = order.Count - 1; i > 0; i--) { int j = rng.Next(i + 1); (order[i], order[j]) = (order[j], order[i]); }
+            cursor = 0;
+            shuffles++;
+        }
         IReadOnlyList<EncodedExample> NextBatch()
         {
-            if (cursor >= order.Count)
-            {
-                order = Enumerable.Range(0, train.Count).ToList();
-                if (Options.Shuffle) for (int i = order.Count - 1; i > 0; i--) { int j = rng.Next(i + 1); (order[i], order[j]) = (order[j], order[i]); }
-                cursor = 0;
-            }
+            if (cursor >= order.Count) Reshuffle();
             var idx = order.Skip(cursor).Take(Options.BatchSize).Select(i => train[i]).ToList();
             cursor += Options.BatchSize;
             return idx;
         }
 
+        var early = new EarlyStopping(Options, parameters);
+        int startStep = 0;
+        bool checkpoints = Options.CheckpointFolder != null && Options.CheckpointEveryNSteps > 0;
+        if (Options.CheckpointFolder != null && Options.ResumeFromCheckpoint)
+        {
+            using var ck = TrainingCheckpoint.LoadLatest(Options.CheckpointFolder, Warning);
+            if (ck != null)
+            {
+                var st = ck.State;
+                if (st.Seed != Options.Seed || st.Method != method.Name || st.Step > total)
+                    throw new InvalidDataException($"checkpoint {ck.Folder} belongs to another run (seed {st.Seed}, method '{st.Method}', step {st.Step}); " +
+                                                   $"this run: seed {Options.Seed}, method '{method.Name}', {total} steps. Use another CheckpointFolder or set ResumeFromCheckpoint = false.");
+                CopyInto(parameters, ck.Trainable, "trainable");
+                optimizer.SetState(ck.Optimizer);
+                // The seeded RNG only shuffles: replaying the shuffles restores its state exactly.
+                rng = new Random(unchecked((int)Options.Seed));
+                for (int k = 0; k < st.Shuffles; k++) Reshuffle();
+                order = st.Order.ToList(); cursor = st.Cursor; shuffles = st.Shuffles;
+                if (st.TorchRngState.Length > 0)
+                    using (var rs = torch.tensor(Convert.FromBase64String(st.TorchRngState), dtype: ScalarType.Byte)) torch.set_rng_state(rs);
+                foreach (var r in TrainingHistory.FromCsv(st.HistoryCsv).Records) history.Add(r);
+                early.Restore(st, ck.Best);
+                startStep = st.Step;
+                history.ResumedFromStep = st.Step;
+            }
+        }
         try
         {
             model.train();
-            for (int step = 0; step < total; step++)
+            for (int step = startStep; step < total; step++)
             {
                 CheckAlive?.Invoke();
                 using var scope = torch.NewDisposeScope();
@@ -158,15 +210,103 @@ public sealed class FinetuneTrainer
                 var record = new TrainingRecord(step, sumTotal / acc, sumCe / acc, sumL2 / acc, sumKl / acc, Math.Sqrt(Math.Max(0, distSq)), lr, gradNorm, val);
                 history.Add(record);
                 Progress?.Invoke(new TrainingProgress(record, total));
+                bool stop = !double.IsNaN(val) && early.Observe(step, val);
+                if (checkpoints && ((step + 1) % Options.CheckpointEveryNSteps == 0))
+                {
+                    using var rs = torch.get_rng_state();
+                    var st = new CheckpointState
+                    {
+                        Step = step + 1, Seed = Options.Seed, Method = method.Name, Order = order.ToArray(), Cursor = cursor,
+                        Shuffles = shuffles, TorchRngState = Convert.ToBase64String(rs.data<byte>().ToArray()), HistoryCsv = history.ToCsv(),
+                    };
+                    early.Save(st);
+                    using var optState = new DisposingDictionary(optimizer.GetState());
+                    string dir = TrainingCheckpoint.Save(Options.CheckpointFolder!, st, parameters.ToDictionary(p => p.Name, p => p.Parameter),
+                        optState.Items, early.BestWeights, Options.KeepCheckpoints);
+                    CheckpointWritten?.Invoke(step + 1, dir);
+                }
+                if (stop) { history.EarlyStoppedAtStep = step; break; }
+            }
+            if (validation is { Count: > 0 } && early.BestStep >= 0)
+            {
+                history.BestStep = early.BestStep;
+                history.BestValidationLoss = early.BestLoss;
+                early.RestoreBest(); // no-op unless early stopping with RestoreBestWeights kept a snapshot
             }
         }
         finally
         {
+            early.Dispose();
             model.eval();
             foreach (var r in references) r.Dispose();
             optimizer.ZeroGrad();
         }
         return history;
+    }
+
+    static void CopyInto(IReadOnlyList<(string Name, Tensor Parameter)> parameters, IReadOnlyDictionary<string, Tensor> values, string what)
+    {
+        using var _ = torch.no_grad();
+        foreach (var (name, p) in parameters)
+        {
+            if (!values.TryGetValue(name, out var v)) throw new InvalidDataException($"{what} tensor '{name}' missing from the checkpoint");
+            if (!v.shape.SequenceEqual(p.shape)) throw new InvalidDataException($"{what} tensor '{name}' has shape [{string.Join(",", v.shape)}], expected [{string.Join(",", p.shape)}]");
+            p.copy_(v);
+        }
+    }
+
+    sealed class DisposingDictionary(IReadOnlyDictionary<string, Tensor> items) : IDisposable
+    {
+        public IReadOnlyDictionary<string, Tensor> Items { get; } = items;
+        public void Dispose() { foreach (var t in Items.Values) t.Dispose(); }
+    }
+
+    /// <summary>Best-validation tracking, patience counting and the best weights (a CPU copy of the trainable parameters).</summary>
+    sealed class EarlyStopping(TrainerOptions options, IReadOnlyList<(string Name, Tensor Parameter)> parameters) : IDisposable
+    {
+        Dictionary<string, Tensor>? _best;
+        public double BestLoss { get; private set; } = double.PositiveInfinity;
+        public int BestStep { get; private set; } = -1;
+        public int Bad { get; private set; }
+        public IReadOnlyDictionary<string, Tensor>? BestWeights => _best;
+        bool Restores => options.EarlyStoppingPatience > 0 && options.RestoreBestWeights;
+
+        /// <summary>Records an evaluation; true when the run should stop.</summary>
+        public bool Observe(int step, double val)
+        {
+            if (val < BestLoss - options.EarlyStoppingMinDelta || BestStep < 0)
+            {
+                BestLoss = val; BestStep = step; Bad = 0;
+                if (Restores) Snapshot();
+                return false;
+            }
+            Bad++;
+            return options.EarlyStoppingPatience > 0 && Bad >= options.EarlyStoppingPatience;
+        }
+
+        void Snapshot()
+        {
+            DisposeBest();
+            using var _ = torch.no_grad();
+            _best = parameters.ToDictionary(p => p.Name, p => p.Parameter.detach().cpu().clone().DetachFromDisposeScope());
+        }
+
+        public void RestoreBest()
+        {
+            if (_best != null) CopyInto(parameters, _best, "best");
+        }
+
+        public void Save(CheckpointState st) { st.BestValidationLoss = BestLoss; st.BestStep = BestStep; st.EvaluationsWithoutImprovement = Bad; }
+
+        public void Restore(CheckpointState st, IReadOnlyDictionary<string, Tensor>? best)
+        {
+            BestLoss = st.BestValidationLoss; BestStep = st.BestStep; Bad = st.EvaluationsWithoutImprovement;
+            DisposeBest();
+            if (best != null) _best = best.ToDictionary(kv => kv.Key, kv => kv.Value.clone().DetachFromDisposeScope());
+        }
+
+        void DisposeBest() { if (_best != null) foreach (var t in _best.Values) t.Dispose(); _best = null; }
+        public void Dispose() => DisposeBest();
     }
 
     /// <summary>‖g‖₂ over all parameters; scales gradients to <paramref name="maxNorm"/> when above it.</summary>

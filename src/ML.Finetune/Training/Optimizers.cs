@@ -32,6 +32,33 @@ public abstract class FinetuneOptimizer : IDisposable
 
     public virtual void Dispose() { }
 
+    /// <summary>The optimizer's state for checkpoints (keys are stable: "&lt;slot&gt;.&lt;parameter name&gt;"; CPU copies).</summary>
+    public virtual IReadOnlyDictionary<string, Tensor> GetState() => new Dictionary<string, Tensor>();
+
+    /// <summary>Restores what <see cref="GetState"/> returned (exactly: a resumed run continues bit for bit).</summary>
+    public virtual void SetState(IReadOnlyDictionary<string, Tensor> state) { }
+
+    /// <summary>Copies state slots named "&lt;slot&gt;.&lt;parameter name&gt;" into a per-parameter array.</summary>
+    protected void LoadSlots(IReadOnlyDictionary<string, Tensor> state, string slot, Tensor?[] target)
+    {
+        for (int i = 0; i < Parameters.Count; i++)
+        {
+            target[i]?.Dispose();
+            target[i] = null;
+            if (!state.TryGetValue($"{slot}.{Parameters[i].Name}", out var t)) continue;
+            var p = Parameters[i].Parameter;
+            if (!t.shape.SequenceEqual(p.shape))
+                throw new InvalidDataException($"optimizer state '{slot}.{Parameters[i].Name}' has shape [{string.Join(",", t.shape)}], parameter has [{string.Join(",", p.shape)}]");
+            target[i] = t.to(p.dtype, p.device).clone().DetachFromDisposeScope();
+        }
+    }
+
+    protected void SaveSlots(Dictionary<string, Tensor> state, string slot, Tensor?[] source)
+    {
+        for (int i = 0; i < Parameters.Count; i++)
+            if (source[i] is Tensor t) state[$"{slot}.{Parameters[i].Name}"] = t.detach().cpu().contiguous();
+    }
+
     public static FinetuneOptimizer Create(OptimizerKind kind, IReadOnlyList<(string, Tensor)> parameters, double weightDecay,
         double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double momentum = 0) => kind switch
     {
@@ -80,6 +107,19 @@ public sealed class AdamW : FinetuneOptimizer
     }
 
     public override void Dispose() { foreach (var t in _m.Concat(_v)) t?.Dispose(); }
+
+    public override IReadOnlyDictionary<string, Tensor> GetState()
+    {
+        var d = new Dictionary<string, Tensor> { ["adamw.t"] = torch.tensor(new long[] { _t }) };
+        SaveSlots(d, "exp_avg", _m); SaveSlots(d, "exp_avg_sq", _v);
+        return d;
+    }
+
+    public override void SetState(IReadOnlyDictionary<string, Tensor> state)
+    {
+        _t = state.TryGetValue("adamw.t", out var t) ? (int)t.ToInt64() : 0;
+        LoadSlots(state, "exp_avg", _m); LoadSlots(state, "exp_avg_sq", _v);
+    }
 }
 
 /// <summary>SGD with optional momentum (buf ← μ·buf + g) and coupled L2 weight decay (g + wd·p) on decayed parameters.</summary>
@@ -115,4 +155,13 @@ public sealed class Sgd : FinetuneOptimizer
     }
 
     public override void Dispose() { foreach (var t in _buf) t?.Dispose(); }
+
+    public override IReadOnlyDictionary<string, Tensor> GetState()
+    {
+        var d = new Dictionary<string, Tensor>();
+        SaveSlots(d, "momentum_buffer", _buf);
+        return d;
+    }
+
+    public override void SetState(IReadOnlyDictionary<string, Tensor> state) => LoadSlots(state, "momentum_buffer", _buf);
 }

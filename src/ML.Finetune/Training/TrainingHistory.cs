@@ -17,6 +17,13 @@ public sealed class TrainingHistory
     public IReadOnlyList<TrainingRecord> Records => _records;
     public void Add(TrainingRecord r) => _records.Add(r);
     public double? FinalValidationLoss => _records.LastOrDefault(r => !double.IsNaN(r.ValLoss))?.ValLoss;
+    /// <summary>Set when early stopping ended the run: the last step that ran.</summary>
+    public int? EarlyStoppedAtStep { get; set; }
+    /// <summary>The step whose validation loss was best (its weights were restored when early stopping restores).</summary>
+    public int? BestStep { get; set; }
+    public double? BestValidationLoss { get; set; }
+    /// <summary>Set when the run resumed from a checkpoint: the number of steps that checkpoint had completed.</summary>
+    public int? ResumedFromStep { get; set; }
 
     public string ToCsv()
     {

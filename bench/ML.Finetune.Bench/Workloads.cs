@@ -1,0 +1,240 @@
+using System.Diagnostics;
+using ML.Finetune.Models;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace ML.Finetune.Bench;
+
+public sealed record BenchSettings(
+    int Layers = 12, int Batch = 4, int Seq = 128, int Threads = 2, int Steps = 5, int Warmup = 3,
+    int GenSteps = 5, int GenWarmup = 3, int GenPrompt = 16, int GenNew = 128, int GenBatch = 1,
+    int LoraRank = 8, double LoraAlpha = 16, int VirtualTokens = 16, long Seed = 1234);
+
+public sealed record BenchResult(
+    string Impl, string Mode, string DType, double TokensPerSec, double MedianMs, double[] StepMs,
+    double PeakRssMiB, double FaultsPerStep, long TrainableParams, double LastLoss, string Notes);
+
+/// <summary>
+/// One benchmark mode in this process. Training modes time a whole optimiser step (zero_grad, forward, fp32 loss,
+/// backward, AdamW) on a [Batch, Seq] batch; tokens/s = Batch·Seq / median step time. Generation modes time one greedy
+/// generation of GenNew tokens; tokens/s = GenBatch·GenNew / median time.
+/// bf16 path (by hand, TorchSharp has no autocast): frozen base weights cast once to bf16; trained parameters are
+/// float32 master copies (adapters/prompts cast differentiably to bf16 inside the forward; full finetuning keeps
+/// bf16 working weights plus float32 masters, with grads copied up before AdamW and weights copied down after);
+/// logits and the loss/softmax are float32.
+/// </summary>
+public static class Workloads
+{
+    public static readonly string[] AllModes = ["forward", "full", "lora", "lora-all", "prompt", "prefix", "gen-cache", "gen-nocache"];
+
+    public static CausalLMConfig Gpt2Small(int layers) => new()
+    {
+        ModelType = "gpt2", VocabSize = 50257, HiddenSize = 768, NumLayers = layers, NumHeads = 12, NumKeyValueHeads = 12,
+        HeadDim = 64, IntermediateSize = 3072, MaxPositionEmbeddings = 1024, NormEps = 1e-5, TieWordEmbeddings = true,
+        HiddenAct = "gelu_new", BosTokenId = 50256, EosTokenIds = [50256],
+    };
+
+    public static BenchResult Run(string mode, string dtype, BenchSettings s)
+    {
+        torch.set_num_threads(s.Threads);
+        torch.manual_seed(s.Seed);
+        var dt = dtype == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32;
+        var cfg = Gpt2Small(s.Layers);
+        var model = CausalLMFactory.CreateRandom(cfg, s.Seed, dt);
+        using var gen = new Generator((ulong)s.Seed);
+        var ids = torch.randint(0, cfg.VocabSize, [s.Batch, s.Seq], generator: gen, dtype: ScalarType.Int64);
+        bool isGen = mode.StartsWith("gen-");
+        int warm = isGen ? s.GenWarmup : s.Warmup, steps = isGen ? s.GenSteps : s.Steps;
+        double tokensPerRun = isGen ? (double)s.GenBatch * s.GenNew : (double)s.Batch * s.Seq;
+
+        Func<double> step; long trainable = 0; string notes = "";
+        switch (mode)
+        {
+            case "forward":
+                model.eval();
+                // BENCH_FORWARD_GRAD=1: run the forward with autograd enabled (diagnoses no_grad-only slow paths).
+                bool grad = Environment.GetEnvironmentVariable("BENCH_FORWARD_GRAD") == "1";
+                step = () => { using var _ = torch.set_grad_enabled(grad); using var sc = NewDisposeScope(); return model.Forward(new CausalLMInput { InputIds = ids }).Logits[0, 0, 0].ToSingle(); };
+                if (grad) notes = "autograd enabled";
+                break;
+            case "gen-cache":
+            case "gen-nocache":
+            {
+                model.eval();
+                var prompt = torch.randint(0, cfg.VocabSize, [s.GenBatch, s.GenPrompt], generator: gen, dtype: ScalarType.Int64);
+                bool cache = mode == "gen-cache";
+                step = () => Greedy(model, prompt, s.GenNew, cache);
+                notes = $"batch {s.GenBatch}, prompt {s.GenPrompt}, {s.GenNew} new";
+                break;
+            }
+            default:
+            {
+                var t = new Trainer(model, mode, dt, s);
+                trainable = t.TrainableCount;
+                step = () => t.Step(ids);
+                notes = t.Notes;
+                break;
+            }
+        }
+
+        for (int i = 0; i < warm; i++) step();
+        GC.Collect();
+        var times = new double[steps];
+        double last = 0;
+        long f0 = ProcStats.MinorFaults();
+        for (int i = 0; i < steps; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            last = step();
+            times[i] = sw.Elapsed.TotalMilliseconds;
+        }
+        long f1 = ProcStats.MinorFaults();
+        double med = Median(times);
+        return new BenchResult("ours", mode, dtype, tokensPerRun / (med / 1000.0), med, times, ProcStats.PeakRssMiB(),
+            (f1 - f0) / (double)steps, trainable, last, notes);
+    }
+
+    public static double Median(double[] xs)
+    {
+        var a = xs.OrderBy(x => x).ToArray();
+        return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2;
+    }
+
+    /// <summary>Greedy decoding of <paramref name="newTokens"/> tokens through the library's TextGenerator, with or
+    /// without the KV cache; EOS is disabled so every run produces exactly newTokens tokens. Returns the last token id.</summary>
+    static double Greedy(CausalLM model, Tensor prompt, int newTokens, bool useCache)
+    {
+        using var mask = torch.ones_like(prompt);
+        var r = ML.Finetune.Generation.TextGenerator.Generate(model, prompt, mask,
+            new ML.Finetune.Generation.GenerationOptions { MaxNewTokens = newTokens, UseCache = useCache, EosTokenIds = [] });
+        if (r.NewTokens[0].Length != newTokens) throw new InvalidOperationException("generation stopped early");
+        return r.NewTokens[0][^1];
+    }
+}
+
+/// <summary>Bench-local LoRA adapter (until the library's LoraMethod lands): B·A·x·α/r, A random, B zero.</summary>
+sealed class BenchLora : nn.Module, ILinearAdapter
+{
+    public Parameter lora_A, lora_B;
+    readonly double _scale;
+    public string Name => "lora";
+
+    public BenchLora(long inF, long outF, int r, double alpha, Generator gen) : base("BenchLora")
+    {
+        lora_A = new Parameter(torch.randn([r, inF], generator: gen).mul_(1.0 / Math.Sqrt(inF)));
+        lora_B = new Parameter(torch.zeros(outF, r));
+        _scale = alpha / r;
+        RegisterComponents();
+    }
+
+    public Tensor Delta(Tensor x)
+    {
+        // float32 master parameters, cast (differentiably) to the compute dtype like autocast.
+        var a = x.dtype == lora_A.dtype ? (Tensor)lora_A : lora_A.to_type(x.dtype);
+        var b = x.dtype == lora_B.dtype ? (Tensor)lora_B : lora_B.to_type(x.dtype);
+        return nn.functional.linear(nn.functional.linear(x, a), b).mul_(_scale);
+    }
+}
+
+sealed class Trainer
+{
+    readonly CausalLM _model;
+    readonly string _mode;
+    readonly List<(Tensor work, Parameter master)> _mirror = new(); // full bf16: bf16 working weight ↔ fp32 master
+    readonly List<Parameter> _params = new();
+    readonly optim.Optimizer _opt;
+    readonly Parameter? _soft;
+    readonly List<Parameter> _prefixK = new(), _prefixV = new();
+    readonly int _k;
+    public long TrainableCount => _params.Sum(p => p.numel());
+    public string Notes { get; }
+
+    public Trainer(CausalLM model, string mode, ScalarType dt, BenchSettings s)
+    {
+        _model = model; _mode = mode; _k = s.VirtualTokens;
+        model.train();
+        var cfg = model.Config;
+        using var gen = new Generator((ulong)s.Seed + 1);
+        if (mode != "full") foreach (var p in model.parameters()) p.requires_grad = false;
+        switch (mode)
+        {
+            case "full":
+                if (dt == ScalarType.Float32) _params.AddRange(model.parameters());
+                else
+                    foreach (var p in model.parameters())
+                    {
+                        var m = new Parameter(p.detach().to_type(ScalarType.Float32));
+                        _mirror.Add((p, m)); _params.Add(m);
+                    }
+                Notes = dt == ScalarType.Float32 ? "AdamW on all weights" : "bf16 weights + fp32 master copies";
+                break;
+            case "lora":
+            case "lora-all":
+                foreach (var (path, lin) in model.NamedLinears())
+                {
+                    if (mode == "lora" && !path.EndsWith("attn.c_attn")) continue;
+                    var ad = new BenchLora(lin.InFeatures, lin.OutFeatures, s.LoraRank, s.LoraAlpha, gen);
+                    lin.Adapter = ad;
+                    _params.Add(ad.lora_A); _params.Add(ad.lora_B);
+                }
+                Notes = $"bench-local LoRA r={s.LoraRank} a={s.LoraAlpha} on " + (mode == "lora" ? "c_attn" : "all linear");
+                break;
+            case "prompt":
+                _soft = new Parameter(torch.randn([_k, cfg.HiddenSize], generator: gen).mul_(0.02));
+                _params.Add(_soft);
+                Notes = $"bench-local soft prompt, {_k} virtual tokens";
+                break;
+            case "prefix":
+                for (int l = 0; l < cfg.NumLayers; l++)
+                {
+                    _prefixK.Add(new Parameter(torch.randn([cfg.NumHeads, _k, cfg.HeadDim], generator: gen).mul_(0.02)));
+                    _prefixV.Add(new Parameter(torch.randn([cfg.NumHeads, _k, cfg.HeadDim], generator: gen).mul_(0.02)));
+                }
+                _params.AddRange(_prefixK); _params.AddRange(_prefixV);
+                Notes = $"bench-local KV prefix, {_k} virtual tokens per layer";
+                break;
+            default: throw new ArgumentException($"unknown mode '{mode}' (modes: {string.Join(", ", Workloads.AllModes)})");
+        }
+        _opt = optim.AdamW(_params, lr: 1e-4, weight_decay: 0.0);
+    }
+
+    public double Step(Tensor ids)
+    {
+        using var scope = NewDisposeScope();
+        _opt.zero_grad();
+        long b = ids.shape[0], t = ids.shape[1];
+        Tensor logits;
+        switch (_mode)
+        {
+            case "prompt":
+            {
+                var emb = _model.EmbedTokens(ids);
+                var soft = _soft!.to_type(emb.dtype).unsqueeze(0).expand(b, -1, -1);
+                var mask = torch.ones(b, _k + t, dtype: ScalarType.Int64);
+                logits = _model.Forward(new CausalLMInput { InputsEmbeds = torch.cat([soft, emb], 1), AttentionMask = mask }).Logits[.., _k.., ..];
+                break;
+            }
+            case "prefix":
+            {
+                using var cache = KVCache.FromPrefix(_prefixK.Cast<Tensor>().ToList(), _prefixV.Cast<Tensor>().ToList(), (int)b);
+                var mask = torch.ones(b, _k + t, dtype: ScalarType.Int64);
+                logits = _model.Forward(new CausalLMInput { InputIds = ids, AttentionMask = mask, Cache = cache }).Logits;
+                break;
+            }
+            default:
+                logits = _model.Forward(new CausalLMInput { InputIds = ids }).Logits;
+                break;
+        }
+        long v = logits.shape[2];
+        var loss = nn.functional.cross_entropy(logits[.., ..^1, ..].reshape(-1, v), ids[.., 1..].reshape(-1));
+        loss.backward();
+        if (_mirror.Count > 0)
+            foreach (var (w, m) in _mirror) m.grad = w.grad!.to_type(ScalarType.Float32);
+        _opt.step();
+        if (_mirror.Count > 0)
+            using (torch.no_grad())
+                foreach (var (w, m) in _mirror) { w.copy_(m); w.grad = null; }
+        return loss.ToDouble();
+    }
+}
