@@ -90,6 +90,7 @@ public static class CliDefinition
         root.Add(finetune);
         root.Add(generate);
         root.Add(evaluate);
+        root.Add(SweepCommand.Build());
         root.Add(bench);
         root.Add(info);
         return root;

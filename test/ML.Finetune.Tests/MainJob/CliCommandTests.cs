@@ -76,6 +76,28 @@ public class CliCommandTests : IDisposable
         Assert.Contains("bad.jsonl:2:", err.ToString());
     }
 
+    [Fact]
+    public void Sweep_prints_one_table_row_per_learning_rate_and_writes_png_csv_and_best_zip()
+    {
+        var (model, data) = TinyModelAndData();
+        string outDir = Path.Combine(_dir, "sweep");
+        var err = new StringWriter();
+        var output = new StringWriter();
+        Assert.Equal(0, Commands.Run(["sweep", "--model", model, "--data", data, "--method", "lora", "--rank", "2", "--lrs", "1e-4,3e-3",
+            "--steps", "2", "--out", outDir], err, output));
+        Assert.Equal("", err.ToString());
+        string text = output.ToString();
+        Assert.Contains("| learning rate | validation loss | exact match |", text);
+        Assert.Matches(@"\| 0\.0001 \| \d+\.\d{4} \| [\d.]+% \|", text);
+        Assert.Matches(@"\| 0\.003 \| \d+\.\d{4} \| [\d.]+% \|", text);
+        Assert.Single(text.Split('\n'), l => l.TrimEnd().EndsWith("| best |"));
+        Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, File.ReadAllBytes(Path.Combine(outDir, "lr_sweep.png"))[..4]);
+        Assert.Equal(3, File.ReadAllLines(Path.Combine(outDir, "lr_sweep.csv")).Length);
+        Assert.True(File.Exists(Path.Combine(outDir, "model.zip")));
+        Assert.Equal(0, Commands.Run(["generate", "--zip", Path.Combine(outDir, "model.zip"), "--prompt", "Q: Where is X? A:"], err, new StringWriter()));
+        Assert.Empty(Directory.GetDirectories(_dir, "*.tmp-*"));
+    }
+
     [Theory]
     [InlineData("finetune --model . --data {data} --method prompt --out {out} --steps 0", "'--steps'")]
     [InlineData("finetune --model . --data {data} --method prompt --out {out} --lr -1", "'--lr'")]
@@ -89,6 +111,8 @@ public class CliCommandTests : IDisposable
     [InlineData("bench --batch x", "'--batch'")]
     [InlineData("info --verbose", "'--verbose'")]
     [InlineData("research", "'research'")]
+    [InlineData("sweep --model . --data {data} --method lora --lrs 1e-4,abc --out {out}", "'--lrs'")]
+    [InlineData("sweep --model . --data {data} --method lora --lrs 1e-4", "'--out'")]
     public void Bad_arguments_give_a_clear_message_exit_2_and_write_nothing(string line, string expected)
     {
         string data = Path.Combine(_dir, "d.jsonl");
