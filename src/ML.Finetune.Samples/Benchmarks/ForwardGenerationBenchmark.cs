@@ -8,15 +8,12 @@ namespace ML.Finetune.Samples.Benchmarks;
 
 /// <summary>
 /// Forward and generation throughput of a GPT-2-small-shaped random model (12 layers, d=768, 12 heads, vocab 50257),
-/// fp32 and bf16, with and without the KV cache. Args: [newTokens=128] [promptLen=128] [batch=4].
+/// fp32 and bf16, with and without the KV cache.
 /// </summary>
 public static class ForwardGenerationBenchmark
 {
-    public static void Run(string[] args)
+    public static void Run(int newTokens = 128, int promptLen = 128, int batch = 4)
     {
-        int newTokens = args.Length > 0 ? int.Parse(args[0]) : 128;
-        int promptLen = args.Length > 1 ? int.Parse(args[1]) : 128;
-        int batch = args.Length > 2 ? int.Parse(args[2]) : 4;
         var cfg = new CausalLMConfig
         {
             ModelType = "gpt2", VocabSize = 50257, HiddenSize = 768, NumLayers = 12, NumHeads = 12, NumKeyValueHeads = 12,

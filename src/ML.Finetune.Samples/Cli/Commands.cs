@@ -5,6 +5,7 @@ using ML.Finetune.Tokenization;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Spectre.Console;
+using System.CommandLine;
 
 namespace ML.Finetune.Samples.Cli;
 
@@ -14,79 +15,69 @@ public static class Commands
     public static string DefaultModelFolder => Path.Combine(AppContext.BaseDirectory, "DefaultModel");
     public static string DefaultFacts => Path.Combine(AppContext.BaseDirectory, "Data", "universities.tsv");
 
-    public const string Usage = """
-        usage: ML.Finetune.Samples [command] [options]
-          (no command)  the main job: θ_p vs θ_0 under every method
-                        --facts <tsv> --methods <full,full+l2,full+kl,prompt,prefix,lora> --out <dir> --seed <n> --steps <n> --no-sweep --model <dir>
-          pretrain      --out <dir> [--facts <tsv>] [--seed <n>] [--steps <n>]
-          finetune      --model <dir> --data <file.jsonl|csv> --method full|lora --out <dir> [--steps <n>] [--lr <x>] [--seed <n>]
-                        writes <out>/model.zip (ML.NET), <out>/hf/ (full) or <out>/adapter/ (PEFT, lora), <out>/history.csv
-          generate      (--model <dir> [--adapter <peft dir>] | --zip <model.zip>) --prompt "<text>" [--max-tokens <n>]
-          evaluate      --model <dir> [--facts <tsv>] [--split test|train]
-          bench         forward/generation benchmark of a GPT-2-small-shaped model
-          info          TorchSharp/libtorch versions and an autograd check
-        """;
-
     /// <summary>Runs a command; usage errors → 2, data/model errors → 1. Nothing is written on failure.</summary>
-    public static int Run(string[] args, TextWriter? err = null)
+    public static int Run(string[] args, TextWriter? err = null, TextWriter? output = null)
     {
         err ??= Console.Error;
-        string cmd = args.Length > 0 && !args[0].StartsWith("--") ? args[0] : "";
-        var rest = cmd == "" ? args : args[1..];
+        var root = CliDefinition.Build();
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0)
+        {
+            foreach (var e in parsed.Errors) err.WriteLine($"error: {e.Message}");
+            err.WriteLine(Hint(parsed));
+            return 2;
+        }
         try
         {
-            return cmd switch
-            {
-                "" => MainJobCommand(new CliArgs(rest, ["--facts", "--methods", "--out", "--seed", "--steps", "--model"], ["--no-sweep", "--no-progress"])),
-                "pretrain" => Pretrain(new CliArgs(rest, ["--facts", "--out", "--seed", "--steps"])),
-                "finetune" => Finetune(new CliArgs(rest, ["--model", "--data", "--method", "--out", "--steps", "--lr", "--seed"])),
-                "generate" => Generate(new CliArgs(rest, ["--model", "--prompt", "--max-tokens", "--adapter", "--zip"])),
-                "evaluate" => Evaluate(new CliArgs(rest, ["--model", "--facts", "--split"])),
-                "info" => InfoCommand.Run(),
-                "research" => ResearchCommand.Run(rest),
-                "bench" => Bench(rest),
-                "help" or "--help" => Help(),
-                _ => throw new CliException($"unknown command '{cmd}'"),
-            };
+            return parsed.Invoke(new InvocationConfiguration { Output = output ?? Console.Out, Error = err, EnableDefaultExceptionHandler = false });
         }
         catch (CliException e)
         {
             err.WriteLine($"error: {e.Message}");
-            err.WriteLine(Usage);
+            err.WriteLine(Hint(parsed));
             return 2;
         }
         catch (Exception e) when (e is InvalidDataException or FileNotFoundException or DirectoryNotFoundException or ArgumentException
-                                       or IOException or NotSupportedException)
+                                       or IOException or NotSupportedException or InvalidOperationException)
         {
             err.WriteLine($"error: {e.Message}");
             return 1;
         }
     }
 
-    static int Bench(string[] rest) { Benchmarks.ForwardGenerationBenchmark.Run(rest); return 0; }
+    static TextWriter Out(ParseResult a) => a.InvocationConfiguration.Output;
 
-    static int Help() { Console.WriteLine(Usage); return 0; }
+    static string Hint(ParseResult r)
+    {
+        var names = new List<string> { CliDefinition.Name };
+        if (r.CommandResult.Command is not RootCommand) names.Add(r.CommandResult.Command.Name);
+        return $"see '{string.Join(' ', names)} --help'";
+    }
 
-    static FactCorpus Facts(CliArgs a) => FactCorpus.Load(a.Get("--facts") is string f ? (File.Exists(f) ? f : throw new CliException($"option '--facts': file not found: {f}")) : DefaultFacts);
+    internal static int Bench(ParseResult a)
+    {
+        Benchmarks.ForwardGenerationBenchmark.Run(a.GetValue<int>("--new-tokens"), a.GetValue<int>("--prompt-length"), a.GetValue<int>("--batch"));
+        return 0;
+    }
 
-    static int MainJobCommand(CliArgs a)
+    static FactCorpus Facts(ParseResult a) => FactCorpus.Load(a.GetValue<string>("--facts") ?? DefaultFacts);
+
+    internal static int MainJob(ParseResult a)
     {
         var facts = Facts(a);
-        string outDir = a.Get("--out") ?? "mainjob-out";
-        long seed = a.Int("--seed", 1, 0);
-        var methods = (a.Get("--methods") ?? string.Join(",", FinetuneMethods.All.Select(m => m.Name))).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList();
-        foreach (var m in methods)
-            if (FinetuneMethods.All.All(x => x.Name != m))
-                throw new CliException($"option '--methods': unknown method '{m}' (available: {string.Join(", ", FinetuneMethods.All.Select(x => x.Name))})");
-        string model = a.ExistingDir("--model", DefaultModelFolder);
+        string outDir = a.GetValue<string>("--out")!;
+        long seed = a.GetValue<int>("--seed");
+        var methods = CliDefinition.SplitList(a.GetValue<string>("--methods")!);
+        string model = a.GetValue<string>("--model") ?? DefaultModelFolder;
+        bool noProgress = a.GetValue<bool>("--no-progress");
         string? pretrainInfo = null;
         if (Pretrainer.StoredFactsHash(model) != facts.Hash())
         {
             string fresh = Path.Combine(outDir, "pretrained-model");
-            Console.WriteLine($"facts differ from the model's ({model}); pretraining a fresh θ_p into {fresh} …");
-            var (_, el) = RunWithProgress("pretraining θ_p", new PretrainOptions().Steps, a.Has("--no-progress"),
+            Out(a).WriteLine($"facts differ from the model's ({model}); pretraining a fresh θ_p into {fresh} …");
+            var (_, el) = RunWithProgress("pretraining θ_p", new PretrainOptions().Steps, noProgress,
                 p => Pretrainer.Run(facts, new PretrainOptions { Seed = (int)seed }, fresh, (s, _) => p.Advance(s + 1, "pretrain")));
-            Console.WriteLine($"pretrained in {el.TotalSeconds:F0} s");
+            Out(a).WriteLine($"pretrained in {el.TotalSeconds:F0} s");
             model = fresh;
         }
         string infoPath = Path.Combine(model, Pretrainer.InfoFile);
@@ -94,12 +85,12 @@ public static class Commands
         var options = new MainJobOptions
         {
             ModelFolder = model, Facts = facts, OutFolder = outDir, Methods = methods, Seed = seed,
-            Steps = a.Int("--steps", 150), SweepMethod = a.Has("--no-sweep") ? null : methods[0],
+            Steps = a.GetValue<int>("--steps"), SweepMethod = a.GetValue<bool>("--no-sweep") ? null : methods[0],
         };
-        var result = RunWithProgress("main job", 0, a.Has("--no-progress"), p => MainJob.Run(options, p));
+        var result = RunWithProgress("main job", 0, noProgress, p => Experiment.MainJob.Run(options, p));
         var files = ReportWriter.Write(result, outDir, pretrainInfo);
         PrintTable(result);
-        Console.WriteLine($"wall time {result.Seconds:F0} s; wrote {string.Join(", ", files.Select(Path.GetFileName))} to {Path.GetFullPath(outDir)}");
+        Out(a).WriteLine($"wall time {result.Seconds:F0} s; wrote {string.Join(", ", files.Select(Path.GetFileName))} to {Path.GetFullPath(outDir)}");
         return 0;
     }
 
@@ -146,13 +137,13 @@ public static class Commands
             });
     }
 
-    static int Pretrain(CliArgs a)
+    internal static int Pretrain(ParseResult a)
     {
         var facts = Facts(a);
-        string outDir = a.Required("--out");
-        var o = new PretrainOptions { Seed = a.Int("--seed", 1, 0), Steps = a.Int("--steps", new PretrainOptions().Steps) };
-        var (model, el) = Pretrainer.Run(facts, o, outDir, (s, l) => { if ((s + 1) % 250 == 0) Console.WriteLine($"step {s + 1}/{o.Steps} loss {l:F3}"); });
-        Console.WriteLine($"pretrained {model.parameters().Sum(p => p.numel()):N0} parameters on {facts.Facts.Count} facts in {el.TotalSeconds:F0} s → {Path.GetFullPath(outDir)}");
+        string outDir = a.GetValue<string>("--out")!;
+        var o = new PretrainOptions { Seed = a.GetValue<int>("--seed"), Steps = a.GetValue<int>("--steps") };
+        var (model, el) = Pretrainer.Run(facts, o, outDir, (s, l) => { if ((s + 1) % 250 == 0) Out(a).WriteLine($"step {s + 1}/{o.Steps} loss {l:F3}"); });
+        Out(a).WriteLine($"pretrained {model.parameters().Sum(p => p.numel()):N0} parameters on {facts.Facts.Count} facts in {el.TotalSeconds:F0} s → {Path.GetFullPath(outDir)}");
         model.Dispose();
         return 0;
     }
@@ -161,23 +152,27 @@ public static class Commands
     public sealed class PromptRow { public string Prompt { get; set; } = ""; }
 
     /// <summary>
-    /// Finetunes with the library's ML.NET estimator and writes, into --out: model.zip (mlContext.Model.Save) and the
-    /// finetuned weights as an HF folder. Everything is built in a sibling temp folder and moved at the end.
+    /// Finetunes with the library's ML.NET estimator and writes, into --out: model.zip (mlContext.Model.Save), history.csv and
+    /// the finetuned weights as an HF folder (full) or a PEFT adapter folder (lora, prompt, prefix). Everything is built in a
+    /// sibling temp folder and moved at the end, so a failure leaves --out untouched.
     /// </summary>
-    static int Finetune(CliArgs a)
+    internal static int Finetune(ParseResult a)
     {
-        string model = a.ExistingDir("--model");
-        string data = a.ExistingFile("--data");
-        string method = a.Required("--method");
-        string outDir = a.Required("--out");
-        if (method is "prompt" or "prefix")
-            throw new CliException($"method '{method}' is not available yet: its estimator has not landed in the library (available: full, lora)");
-        if (method is not ("full" or "lora")) throw new CliException($"option '--method' must be one of lora, prompt, prefix, full; got '{method}'");
-        int steps = a.Int("--steps", 150), seed = a.Int("--seed", 1, 0);
-        double lr = a.Double("--lr", method == "lora" ? 3e-3 : 3e-4);
+        string model = a.GetValue<string>("--model")!;
+        string data = a.GetValue<string>("--data")!;
+        string method = a.GetValue<string>("--method")!;
+        string outDir = a.GetValue<string>("--out")!;
+        int steps = a.GetValue<int>("--steps"), seed = a.GetValue<int>("--seed");
+        int rank = a.GetValue<int>("--rank"), virtualTokens = a.GetValue<int>("--virtual-tokens");
+        bool projection = a.GetValue<bool>("--projection");
+        if (projection && method != "prefix") throw new CliException("option '--projection' applies to --method prefix only");
+        if (a.GetResult("--virtual-tokens") is System.CommandLine.Parsing.OptionResult { Implicit: false }
+            && method is not ("prompt" or "prefix"))
+            throw new CliException("option '--virtual-tokens' applies to --method prompt or prefix only");
+        double lr = a.GetValue<double?>("--lr") ?? method switch { "lora" => 3e-3, "prompt" => 3e-2, "prefix" => 1e-2, _ => 3e-4 };
         var pairs = PromptCompletionFile.Load(data);
         var config = CausalLMConfig.Load(model);
-        var ml = new Microsoft.ML.MLContext(seed);
+        var ml = new MLContext(seed);
         var dv = ml.Data.LoadFromEnumerable(pairs.Select(p => new PromptCompletionRow { Prompt = p.Prompt, Completion = p.Completion }));
         var sw = Stopwatch.StartNew();
         T Fill<T>(T o) where T : Estimators.FinetuneOptions
@@ -187,21 +182,31 @@ public static class Commands
             o.MaxSequenceLength = config.MaxPositionEmbeddings; o.Generation = new Estimators.FinetuneGenerationOptions { MaxNewTokens = 8 };
             return o;
         }
-        using var transformer = method == "lora"
-            ? ml.Transforms.LoraFinetune(Fill(new Estimators.LoraFinetuneOptions { Rank = 8, Alpha = 16 })).Fit(dv)
-            : ml.Transforms.Finetune(Fill(new Estimators.FullFinetuneOptions())).Fit(dv);
+        using var transformer = method switch
+        {
+            "lora" => ml.Transforms.LoraFinetune(Fill(new Estimators.LoraFinetuneOptions { Rank = rank, Alpha = 2 * rank })).Fit(dv),
+            "prompt" => ml.Transforms.PromptTune(Fill(new Estimators.PromptTuneOptions { NumVirtualTokens = virtualTokens })).Fit(dv),
+            "prefix" => ml.Transforms.PrefixTune(Fill(new Estimators.PrefixTuneOptions { NumVirtualTokens = virtualTokens, PrefixProjection = projection })).Fit(dv),
+            _ => ml.Transforms.Finetune(Fill(new Estimators.FullFinetuneOptions())).Fit(dv),
+        };
         string full = Path.GetFullPath(outDir);
         string tmp = full.TrimEnd(Path.DirectorySeparatorChar) + $".tmp-{Guid.NewGuid():N}";
+        string weights = method == "full" ? "hf" : "adapter";
         try
         {
             Directory.CreateDirectory(tmp);
             ml.Model.Save(transformer, dv.Schema, Path.Combine(tmp, "model.zip"));
-            if (method == "lora") Adapters.PeftLoraIO.Export(transformer, Path.Combine(tmp, "adapter"));
-            else
+            switch (method)
             {
-                CausalLMFactory.SavePretrained(transformer.Model, Path.Combine(tmp, "hf"));
-                foreach (var f in new[] { "tokenizer.json", "tokenizer_config.json", Pretrainer.InfoFile })
-                    if (File.Exists(Path.Combine(model, f))) File.Copy(Path.Combine(model, f), Path.Combine(tmp, "hf", f));
+                case "lora": Adapters.PeftLoraIO.Export(transformer, Path.Combine(tmp, weights)); break;
+                case "prompt" or "prefix":
+                    Adapters.PeftPromptLearning.Save(transformer.Method, transformer.Model, Path.Combine(tmp, weights), Path.GetFullPath(model));
+                    break;
+                default:
+                    CausalLMFactory.SavePretrained(transformer.Model, Path.Combine(tmp, weights));
+                    foreach (var f in new[] { "tokenizer.json", "tokenizer_config.json", Pretrainer.InfoFile })
+                        if (File.Exists(Path.Combine(model, f))) File.Copy(Path.Combine(model, f), Path.Combine(tmp, weights, f));
+                    break;
             }
             transformer.TrainingHistory.WriteCsv(Path.Combine(tmp, "history.csv"));
             if (Directory.Exists(full)) Directory.Delete(full, true);
@@ -209,51 +214,98 @@ public static class Commands
         }
         finally { if (Directory.Exists(tmp)) Directory.Delete(tmp, true); }
         var last = transformer.TrainingHistory.Records[^1];
-        Console.WriteLine($"finetuned ({method}) on {pairs.Count} examples, {transformer.TrainingHistory.Records.Count} steps, final CE {last.CrossEntropy:F3}, " +
-                          $"‖θ−θ_p‖₂ {last.Distance:F3}, {sw.Elapsed.TotalSeconds:F0} s → {full}/model.zip, {full}/{(method == "lora" ? "adapter" : "hf")}/");
+        Out(a).WriteLine($"finetuned ({method}) on {pairs.Count} examples, {transformer.TrainingHistory.Records.Count} steps, final CE {last.CrossEntropy:F3}, " +
+                          $"‖θ−θ_p‖₂ {last.Distance:F3}, {sw.Elapsed.TotalSeconds:F0} s → {full}/model.zip, {full}/{weights}/");
         return 0;
     }
 
-    static int Generate(CliArgs a)
+    internal static int Generate(ParseResult a)
     {
-        string prompt = a.Required("--prompt");
-        int maxTokens = a.Int("--max-tokens", 16);
-        if (a.Get("--zip") is string zip)
+        string prompt = a.GetValue<string>("--prompt")!;
+        int maxTokens = a.GetValue<int>("--max-tokens");
+        string? zip = a.GetValue<string>("--zip"), model = a.GetValue<string>("--model"), adapter = a.GetValue<string>("--adapter");
+        if ((zip == null) == (model == null)) throw new CliException("give either --model <dir> or --zip <model.zip>");
+        if (zip != null && adapter != null) throw new CliException("option '--adapter' applies to --model only (a model.zip holds its finetuning)");
+        if (zip != null)
         {
-            if (!File.Exists(zip)) throw new CliException($"option '--zip': file not found: {zip}");
-            var ml = new Microsoft.ML.MLContext(0);
+            var ml = new MLContext(0);
             var t = ml.Model.Load(zip, out _);
             try
             {
                 var outView = t.Transform(ml.Data.LoadFromEnumerable(new[] { new PromptRow { Prompt = prompt } }));
-                Console.WriteLine(outView.GetColumn<string>("GeneratedText").First().Trim());
+                Out(a).WriteLine(outView.GetColumn<string>("GeneratedText").First().Trim());
             }
             finally { (t as IDisposable)?.Dispose(); }
             return 0;
         }
-        string model = a.ExistingDir("--model");
-        var text = new LmText(CausalLMTokenizer.FromFolder(model));
-        using var m = CausalLMFactory.LoadPretrained(model);
-        if (a.Get("--adapter") is string adapter)
+        var text = new LmText(CausalLMTokenizer.FromFolder(model!));
+        using var m = CausalLMFactory.LoadPretrained(model!);
+        if (adapter == null)
         {
-            if (!Directory.Exists(adapter)) throw new CliException($"option '--adapter': folder not found: {adapter}");
-            Adapters.PeftLoraIO.Import(m, adapter);
+            Out(a).WriteLine(text.Generate(m, prompt, maxTokens));
+            return 0;
         }
-        Console.WriteLine(text.Generate(m, prompt, maxTokens));
+        if (PeftType(adapter) == "LORA")
+        {
+            Adapters.PeftLoraIO.Import(m, adapter);
+            Out(a).WriteLine(text.Generate(m, prompt, maxTokens));
+            return 0;
+        }
+        // Prompt/prefix tuning act outside model.Forward: decode through the method's logits.
+        var method = Adapters.PeftPromptLearning.Load(adapter, m);
+        try { Out(a).WriteLine(text.Generate((ids, mask) => method.Logits(m, ids, mask), prompt, maxTokens, m.Config.MaxPositionEmbeddings)); }
+        finally { (method as IDisposable)?.Dispose(); }
         return 0;
     }
 
-    static int Evaluate(CliArgs a)
+    static string PeftType(string adapter)
     {
-        string model = a.ExistingDir("--model");
+        string cfg = Path.Combine(adapter, "adapter_config.json");
+        if (!File.Exists(cfg)) throw new FileNotFoundException($"{cfg} not found: '--adapter' must be a PEFT adapter folder");
+        try
+        {
+            using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(cfg));
+            return doc.RootElement.TryGetProperty("peft_type", out var t) && t.ValueKind == System.Text.Json.JsonValueKind.String
+                ? t.GetString()! : throw new InvalidDataException($"{cfg}: field 'peft_type' is missing");
+        }
+        catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"{cfg}: not valid JSON ({e.Message})"); }
+    }
+
+    internal static int Evaluate(ParseResult a)
+    {
+        string? model = a.GetValue<string>("--model"), zip = a.GetValue<string>("--zip"), data = a.GetValue<string>("--data");
+        if (data != null || zip != null)
+        {
+            if (zip == null || data == null) throw new CliException("--zip <model.zip> and --data <file> go together (prompt/completion evaluation)");
+            if (model != null) throw new CliException("give either --model (facts QA) or --zip with --data, not both");
+            return EvaluateData(a, zip, data);
+        }
+        if (model == null) throw new CliException("give --model <dir> (facts QA) or --zip <model.zip> --data <file>");
         var facts = Facts(a);
-        string split = a.Get("--split") ?? "test";
-        if (split is not ("train" or "test")) throw new CliException($"option '--split' must be train or test, got '{split}'");
+        string split = a.GetValue<string>("--split")!;
         var text = new LmText(CausalLMTokenizer.FromFolder(model));
         using var m = CausalLMFactory.LoadPretrained(model);
         var (acc, rows) = Evaluator.ExactMatch(m, text, QaBuilder.Build(facts, split));
-        foreach (var (p, got, ok) in rows) Console.WriteLine($"{(ok ? "✓" : "✗")} {p.Prompt} {got}" + (ok ? "" : $"   (expected {p.Answer})"));
-        Console.WriteLine($"{split} exact match: {ReportWriter.Pct(acc)} ({rows.Count(r => r.Ok)}/{rows.Count})");
+        foreach (var (p, got, ok) in rows) Out(a).WriteLine($"{(ok ? "✓" : "✗")} {p.Prompt} {got}" + (ok ? "" : $"   (expected {p.Answer})"));
+        Out(a).WriteLine($"{split} exact match: {ReportWriter.Pct(acc)} ({rows.Count(r => r.Ok)}/{rows.Count})");
+        return 0;
+    }
+
+    /// <summary>Exact match, mean NLL and perplexity of a model.zip on prompt/completion pairs (mlContext.Finetune().Evaluate).</summary>
+    static int EvaluateData(ParseResult a, string zip, string data)
+    {
+        var pairs = PromptCompletionFile.Load(data);
+        if (pairs.Count == 0) throw new InvalidDataException($"{data}: no prompt/completion pairs");
+        var ml = new MLContext(0);
+        var t = ml.Model.Load(zip, out _);
+        try
+        {
+            var scored = t.Transform(ml.Data.LoadFromEnumerable(pairs.Select(p => new PromptCompletionRow { Prompt = p.Prompt, Completion = p.Completion })));
+            var metrics = ml.Finetune().Evaluate(scored);
+            Out(a).WriteLine($"{metrics.RowCount} rows of {data}: exact match {ReportWriter.Pct(metrics.ExactMatchAccuracy)}, " +
+                              $"mean NLL {metrics.MeanNll:F4}, perplexity {metrics.Perplexity:F3}");
+        }
+        finally { (t as IDisposable)?.Dispose(); }
         return 0;
     }
 }
