@@ -10,6 +10,8 @@ public static class ReportWriter
     static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
     public static string Pct(double v) => (v * 100).ToString("F1", Inv) + "%";
     public static string Num(double v, string f = "F3") => v.ToString(f, Inv);
+    /// <summary>A path relative to the working directory, so reports carry no machine-specific prefix.</summary>
+    public static string Shown(string? path) => string.IsNullOrEmpty(path) ? "" : Path.GetRelativePath(Environment.CurrentDirectory, path);
 
     public static IReadOnlyList<string> Write(MainJobResult r, string folder, string? pretrainInfo = null)
     {
@@ -45,8 +47,8 @@ public static class ReportWriter
         var sb = new StringBuilder();
         sb.AppendLine("# Main job: pretrained θ_p vs random θ_0 on held-out university facts");
         sb.AppendLine();
-        sb.AppendLine($"Facts: {o.Facts.Source} ({o.Facts.Train.Count} train, {o.Facts.Test.Count} test universities), sha256 `{o.Facts.Hash()[..16]}…`. " +
-                      $"Model: `{o.ModelFolder}`. Seed {o.Seed}, {o.Steps} steps per run, batch 16. Device {r.Device}. Wall time {Num(r.Seconds, "F0")} s.");
+        sb.AppendLine($"Facts: {Shown(o.Facts.Source)} ({o.Facts.Train.Count} train, {o.Facts.Test.Count} test universities), sha256 `{o.Facts.Hash()[..16]}…`. " +
+                      $"Model: `{Shown(o.ModelFolder)}`. Seed {o.Seed}, {o.Steps} steps per run, batch 16. Device {r.Device}. Wall time {Num(r.Seconds, "F0")} s.");
         sb.AppendLine();
         sb.AppendLine("Task: finetune on `Q: Where is <university>? A:` → ` <city>` for the train split; exact match of the greedy answer on the test split (held out) and on the train split.");
         sb.AppendLine($"Before finetuning: θ_p held-out {Pct(r.BaseTestAccuracyPretrained)}, θ_0 held-out {Pct(r.BaseTestAccuracyRandom)}.");
