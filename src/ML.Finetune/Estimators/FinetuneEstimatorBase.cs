@@ -80,7 +80,7 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
         var device = ResolveDevice();
         var dtype = o.DType == FinetuneDType.BFloat16 ? ScalarType.BFloat16 : ScalarType.Float32;
         var tokenizer = CausalLMTokenizer.FromFolder(o.BaseModelPath);
-        var encoder = new ExampleEncoder(tokenizer, o.MaxSequenceLength);
+        var encoder = new ExampleEncoder(tokenizer, ExampleEncoder.EffectiveMaxLength(o.MaxSequenceLength, CausalLMConfig.Load(o.BaseModelPath)));
         var train = ReadPairs(input, "training data (the IDataView passed to Fit)", encoder);
         var validation = o.ValidationData is null ? null : ReadPairs(o.ValidationData, "ValidationData", encoder);
         List<long[]>? references = null;

@@ -1,3 +1,4 @@
+using ML.Finetune.Models;
 using ML.Finetune.Tokenization;
 
 namespace ML.Finetune.Training;
@@ -54,6 +55,16 @@ public sealed class ExampleEncoder
         var kept = ids.Skip(ids.Count - (bos ? max - 1 : max)).ToList();
         if (bos) kept.Insert(0, ids[0]);
         return kept;
+    }
+
+    /// <summary>
+    /// MaxSequenceLength capped at the model's context (max_position_embeddings): GPT-2's learned positions end there,
+    /// and RoPE models were never trained beyond it. A completion that does not fit the capped length is an error.
+    /// </summary>
+    public static int EffectiveMaxLength(int maxSequenceLength, CausalLMConfig config)
+    {
+        if (maxSequenceLength < 2) throw new ArgumentOutOfRangeException(nameof(maxSequenceLength), "MaxSequenceLength must be ≥ 2.");
+        return Math.Min(maxSequenceLength, config.MaxPositionEmbeddings);
     }
 
     public EncodedExample Encode(string prompt, string completion, long row = -1, string completionColumn = "Completion")

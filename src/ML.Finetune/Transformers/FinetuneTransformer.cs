@@ -103,7 +103,7 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
         _host = env is null ? null : HostAccess.Register(env, "FinetuneTransformer");
         Model = model; Tokenizer = tokenizer; Method = method; Settings = settings; TrainingHistory = history; BaseModel = baseModel;
         _baseFiles = baseFiles;
-        Encoder = new ExampleEncoder(tokenizer, settings.MaxSequenceLength);
+        Encoder = new ExampleEncoder(tokenizer, ExampleEncoder.EffectiveMaxLength(settings.MaxSequenceLength, model.Config));
     }
 
     public CausalLM Model { get; }

@@ -121,6 +121,18 @@ public class FinetuneEstimatorTests
     }
 
     [Fact]
+    public void MaxSequenceLength_IsCappedAtTheModelContext_SoAnOverlongCompletionIsNamedNotSilentlyTrained()
+    {
+        var ml = new MLContext();
+        // The tiny model's context is 64 positions; 40 × "new haven" is 80 completion tokens.
+        var rows = new[] { TinyWordModel.Facts[0], new TinyWordModel.Pair { Prompt = "where is yale", Completion = string.Join(" ", Enumerable.Repeat("new haven", 40)) } };
+        var o = Options(1); o.MaxSequenceLength = 512;
+        var e = Assert.Throws<ArgumentException>(() => ml.Transforms.Finetune(o).Fit(TinyWordModel.Data(ml, rows)));
+        Assert.Contains("Row 1", e.Message);
+        Assert.Contains("MaxSequenceLength 64", e.Message);
+    }
+
+    [Fact]
     public void EmptyData_CompletionTooLong_AndMissingBase_HaveClearErrors()
     {
         var ml = new MLContext();
