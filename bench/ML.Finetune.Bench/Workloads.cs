@@ -1,5 +1,7 @@
 using System.Diagnostics;
+using ML.Finetune.Adapters;
 using ML.Finetune.Models;
+using ML.Finetune.Training;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -19,6 +21,7 @@ public sealed record BenchResult(
 /// One benchmark mode in this process. Training modes time a whole optimiser step (zero_grad, forward, fp32 loss,
 /// backward, AdamW) on a [Batch, Seq] batch; tokens/s = Batch·Seq / median step time. Generation modes time one greedy
 /// generation of GenNew tokens; tokens/s = GenBatch·GenNew / median time.
+/// LoRA, prompt and prefix modes run the library's own methods (LoraMethod, PromptTuningMethod, PrefixTuningMethod).
 /// bf16 path (by hand, TorchSharp has no autocast): frozen base weights cast once to bf16; trained parameters are
 /// float32 master copies (adapters/prompts cast differentiably to bf16 inside the forward; full finetuning keeps
 /// bf16 working weights plus float32 masters, with grads copied up before AdamW and weights copied down after);
@@ -113,30 +116,6 @@ public static class Workloads
     }
 }
 
-/// <summary>Bench-local LoRA adapter (until the library's LoraMethod lands): B·A·x·α/r, A random, B zero.</summary>
-sealed class BenchLora : nn.Module, ILinearAdapter
-{
-    public Parameter lora_A, lora_B;
-    readonly double _scale;
-    public string Name => "lora";
-
-    public BenchLora(long inF, long outF, int r, double alpha, Generator gen) : base("BenchLora")
-    {
-        lora_A = new Parameter(torch.randn([r, inF], generator: gen).mul_(1.0 / Math.Sqrt(inF)));
-        lora_B = new Parameter(torch.zeros(outF, r));
-        _scale = alpha / r;
-        RegisterComponents();
-    }
-
-    public Tensor Delta(Tensor x)
-    {
-        // float32 master parameters, cast (differentiably) to the compute dtype like autocast.
-        var a = x.dtype == lora_A.dtype ? (Tensor)lora_A : lora_A.to_type(x.dtype);
-        var b = x.dtype == lora_B.dtype ? (Tensor)lora_B : lora_B.to_type(x.dtype);
-        return nn.functional.linear(nn.functional.linear(x, a), b).mul_(_scale);
-    }
-}
-
 sealed class Trainer
 {
     readonly CausalLM _model;
@@ -144,15 +123,13 @@ sealed class Trainer
     readonly List<(Tensor work, Parameter master)> _mirror = new(); // full bf16: bf16 working weight ↔ fp32 master
     readonly List<Parameter> _params = new();
     readonly optim.Optimizer _opt;
-    readonly Parameter? _soft;
-    readonly List<Parameter> _prefixK = new(), _prefixV = new();
-    readonly int _k;
+    readonly IFinetuneMethod? _method; // the library's LoRA / prompt / prefix method (one per adapter mode)
     public long TrainableCount => _params.Sum(p => p.numel());
     public string Notes { get; }
 
     public Trainer(CausalLM model, string mode, ScalarType dt, BenchSettings s)
     {
-        _model = model; _mode = mode; _k = s.VirtualTokens;
+        _model = model; _mode = mode;
         model.train();
         var cfg = model.Config;
         using var gen = new Generator((ulong)s.Seed + 1);
@@ -171,30 +148,27 @@ sealed class Trainer
                 break;
             case "lora":
             case "lora-all":
-                foreach (var (path, lin) in model.NamedLinears())
+                _method = new LoraMethod(new LoraConfig
                 {
-                    if (mode == "lora" && !path.EndsWith("attn.c_attn")) continue;
-                    var ad = new BenchLora(lin.InFeatures, lin.OutFeatures, s.LoraRank, s.LoraAlpha, gen);
-                    lin.Adapter = ad;
-                    _params.Add(ad.lora_A); _params.Add(ad.lora_B);
-                }
-                Notes = $"bench-local LoRA r={s.LoraRank} a={s.LoraAlpha} on " + (mode == "lora" ? "c_attn" : "all linear");
+                    Rank = s.LoraRank, Alpha = s.LoraAlpha,
+                    TargetModules = mode == "lora" ? new[] { "c_attn" } : new[] { LoraConfig.AllLinear },
+                });
+                Notes = $"library LoraMethod r={s.LoraRank} a={s.LoraAlpha} on " + (mode == "lora" ? "c_attn" : "all linear");
                 break;
             case "prompt":
-                _soft = new Parameter(torch.randn([_k, cfg.HiddenSize], generator: gen).mul_(0.02));
-                _params.Add(_soft);
-                Notes = $"bench-local soft prompt, {_k} virtual tokens";
+                _method = new PromptTuningMethod(new PromptTuningOptions { NumVirtualTokens = s.VirtualTokens });
+                Notes = $"library PromptTuningMethod, {s.VirtualTokens} virtual tokens";
                 break;
             case "prefix":
-                for (int l = 0; l < cfg.NumLayers; l++)
-                {
-                    _prefixK.Add(new Parameter(torch.randn([cfg.NumHeads, _k, cfg.HeadDim], generator: gen).mul_(0.02)));
-                    _prefixV.Add(new Parameter(torch.randn([cfg.NumHeads, _k, cfg.HeadDim], generator: gen).mul_(0.02)));
-                }
-                _params.AddRange(_prefixK); _params.AddRange(_prefixV);
-                Notes = $"bench-local KV prefix, {_k} virtual tokens per layer";
+                _method = new PrefixTuningMethod(new PrefixTuningOptions { NumVirtualTokens = s.VirtualTokens });
+                Notes = $"library PrefixTuningMethod, {s.VirtualTokens} virtual tokens per layer";
                 break;
             default: throw new ArgumentException($"unknown mode '{mode}' (modes: {string.Join(", ", Workloads.AllModes)})");
+        }
+        if (_method != null)
+        {
+            _method.Attach(model, s.Seed); // freezes the base; trained tensors stay float32 on a bf16 base
+            _params.AddRange(_method.TrainableParameters.Select(t => t.Parameter is Parameter p ? p : new Parameter(t.Parameter)));
         }
         _opt = optim.AdamW(_params, lr: 1e-4, weight_decay: 0.0);
     }
@@ -204,28 +178,10 @@ sealed class Trainer
         using var scope = NewDisposeScope();
         _opt.zero_grad();
         long b = ids.shape[0], t = ids.shape[1];
-        Tensor logits;
-        switch (_mode)
-        {
-            case "prompt":
-            {
-                var emb = _model.EmbedTokens(ids);
-                var soft = _soft!.to_type(emb.dtype).unsqueeze(0).expand(b, -1, -1);
-                var mask = torch.ones(b, _k + t, dtype: ScalarType.Int64);
-                logits = _model.Forward(new CausalLMInput { InputsEmbeds = torch.cat([soft, emb], 1), AttentionMask = mask }).Logits[.., _k.., ..];
-                break;
-            }
-            case "prefix":
-            {
-                using var cache = KVCache.FromPrefix(_prefixK.Cast<Tensor>().ToList(), _prefixV.Cast<Tensor>().ToList(), (int)b);
-                var mask = torch.ones(b, _k + t, dtype: ScalarType.Int64);
-                logits = _model.Forward(new CausalLMInput { InputIds = ids, AttentionMask = mask, Cache = cache }).Logits;
-                break;
-            }
-            default:
-                logits = _model.Forward(new CausalLMInput { InputIds = ids }).Logits;
-                break;
-        }
+        using var attention = torch.ones(b, t, dtype: ScalarType.Int64);
+        var logits = _method != null
+            ? _method.Logits(_model, ids, attention)
+            : _model.Forward(new CausalLMInput { InputIds = ids }).Logits;
         long v = logits.shape[2];
         var loss = nn.functional.cross_entropy(logits[.., ..^1, ..].reshape(-1, v), ids[.., 1..].reshape(-1));
         loss.backward();
