@@ -189,12 +189,9 @@ public static class Commands
             "prefix" => ml.Transforms.PrefixTune(Fill(new Estimators.PrefixTuneOptions { NumVirtualTokens = virtualTokens, PrefixProjection = projection })).Fit(dv),
             _ => ml.Transforms.Finetune(Fill(new Estimators.FullFinetuneOptions())).Fit(dv),
         };
-        string full = Path.GetFullPath(outDir);
-        string tmp = full.TrimEnd(Path.DirectorySeparatorChar) + $".tmp-{Guid.NewGuid():N}";
         string weights = method == "full" ? "hf" : "adapter";
-        try
+        string full = OutputFolder.Write(outDir, tmp =>
         {
-            Directory.CreateDirectory(tmp);
             ml.Model.Save(transformer, dv.Schema, Path.Combine(tmp, "model.zip"));
             switch (method)
             {
@@ -209,10 +206,7 @@ public static class Commands
                     break;
             }
             transformer.TrainingHistory.WriteCsv(Path.Combine(tmp, "history.csv"));
-            if (Directory.Exists(full)) Directory.Delete(full, true);
-            Directory.Move(tmp, full);
-        }
-        finally { if (Directory.Exists(tmp)) Directory.Delete(tmp, true); }
+        });
         var last = transformer.TrainingHistory.Records[^1];
         Out(a).WriteLine($"finetuned ({method}) on {pairs.Count} examples, {transformer.TrainingHistory.Records.Count} steps, final CE {last.CrossEntropy:F3}, " +
                           $"‖θ−θ_p‖₂ {last.Distance:F3}, {sw.Elapsed.TotalSeconds:F0} s → {full}/model.zip, {full}/{weights}/");

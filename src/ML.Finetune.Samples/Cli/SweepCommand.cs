@@ -97,11 +97,9 @@ public static class SweepCommand
                 _ => ml.Transforms.Finetune((Estimators.FullFinetuneOptions)o),
             };
         }
-        string full = Path.GetFullPath(outDir);
-        string tmp = full.TrimEnd(Path.DirectorySeparatorChar) + $".tmp-{Guid.NewGuid():N}";
-        try
+        double bestLr = double.NaN;
+        string full = OutputFolder.Write(outDir, tmp =>
         {
-            Directory.CreateDirectory(tmp);
             var options = new LearningRateSweepOptions
             {
                 Candidates = a.GetValue<double[]>("--lrs"), StepsPerCandidate = steps, Seed = seed,
@@ -113,12 +111,10 @@ public static class SweepCommand
             File.WriteAllText(Path.Combine(tmp, "lr_sweep.csv"), result.ToTable());
             ml.Model.Save(result.BestTransformer, trainView.Schema, Path.Combine(tmp, "model.zip"));
             output.WriteLine(Table(result.Rows, result.BestLearningRate));
-            if (Directory.Exists(full)) Directory.Delete(full, true);
-            Directory.Move(tmp, full);
-            output.WriteLine($"{method} on {train.Count} train / {val.Count} validation examples, {steps} steps per candidate; best lr {result.BestLearningRate:G3} " +
-                             $"→ {full}/model.zip, {full}/lr_sweep.csv, {full}/lr_sweep.png");
-        }
-        finally { if (Directory.Exists(tmp)) Directory.Delete(tmp, true); }
+            bestLr = result.BestLearningRate;
+        });
+        output.WriteLine($"{method} on {train.Count} train / {val.Count} validation examples, {steps} steps per candidate; best lr {bestLr:G3} " +
+                         $"→ {full}/model.zip, {full}/lr_sweep.csv, {full}/lr_sweep.png");
         return 0;
     }
 

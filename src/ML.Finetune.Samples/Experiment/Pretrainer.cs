@@ -74,9 +74,8 @@ public static class Pretrainer
         var builder = new PretrainingCorpusBuilder(o.Seed, o.CityTemplates, o.QaFormat);
         var sentences = builder.Build(facts.Facts);
         var vocab = PretrainingCorpusBuilder.Vocabulary(sentences, facts.Facts);
-        string full = Path.GetFullPath(outFolder);
-        string tmp = full.TrimEnd(Path.DirectorySeparatorChar) + $".tmp-{Guid.NewGuid():N}";
-        try
+        CausalLM? trained = null;
+        Cli.OutputFolder.Write(outFolder, tmp =>
         {
             WriteTokenizer(tmp, vocab);
             var tok = CausalLMTokenizer.FromFolder(tmp);
@@ -106,15 +105,9 @@ public static class Pretrainer
                 ["seconds"] = Math.Round(sw.Elapsed.TotalSeconds, 1),
             };
             File.WriteAllText(Path.Combine(tmp, InfoFile), JsonSerializer.Serialize(info, new JsonSerializerOptions { WriteIndented = true }));
-            if (Directory.Exists(full)) Directory.Delete(full, recursive: true);
-            Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-            Directory.Move(tmp, full);
-            return (model, sw.Elapsed);
-        }
-        finally
-        {
-            if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true);
-        }
+            trained = model;
+        });
+        return (trained!, sw.Elapsed);
     }
 
     public static IReadOnlyList<string> Sentences(FactCorpus facts, int seed) => new PretrainingCorpusBuilder(seed).Build(facts.Facts);

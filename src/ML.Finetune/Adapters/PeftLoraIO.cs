@@ -94,7 +94,7 @@ public static class PeftLoraIO
             ["use_rslora"] = c.UseRsLora,
             ["velora_config"] = null,
         };
-        WriteAtomic(Path.Combine(folder, ConfigFile), o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(Path.Combine(folder, ConfigFile), o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 
     /// <summary>
@@ -218,16 +218,5 @@ public static class PeftLoraIO
             }
         }
         finally { foreach (var t in loaded.Values) t.Dispose(); }
-    }
-
-    static void WriteAtomic(string path, string text)
-    {
-        string tmp = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, $".{Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            File.WriteAllText(tmp, text);
-            File.Move(tmp, path, overwrite: true);
-        }
-        finally { if (File.Exists(tmp)) File.Delete(tmp); }
     }
 }

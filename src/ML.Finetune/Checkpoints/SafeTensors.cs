@@ -218,7 +218,7 @@ public static class SafeTensors
         for (int i = json.Length; i < headerBytes.Length; i++) headerBytes[i] = (byte)' ';
 
         string full = Path.GetFullPath(path);
-        string tmp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        string tmp = AtomicFile.TempPathFor(full);
         try
         {
             using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write))

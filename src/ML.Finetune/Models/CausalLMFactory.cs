@@ -153,17 +153,10 @@ public static class CausalLMFactory
             tensors[name] = t.contiguous();
         }
         SafeTensors.Save(Path.Combine(folder, WeightsFile), tensors, new Dictionary<string, string> { ["format"] = "pt" });
-        WriteAtomic(Path.Combine(folder, "config.json"), config.ToJson());
+        AtomicFile.WriteAllText(Path.Combine(folder, "config.json"), config.ToJson());
         var gen = new Dictionary<string, object?> { ["bos_token_id"] = config.BosTokenId, ["pad_token_id"] = config.PadTokenId };
         if (config.EosTokenIds.Count > 0) gen["eos_token_id"] = config.EosTokenIds.Count == 1 ? config.EosTokenIds[0] : config.EosTokenIds;
-        WriteAtomic(Path.Combine(folder, "generation_config.json"),
+        AtomicFile.WriteAllText(Path.Combine(folder, "generation_config.json"),
             JsonSerializer.Serialize(gen.Where(kv => kv.Value != null).ToDictionary(), new JsonSerializerOptions { WriteIndented = true }));
-    }
-
-    static void WriteAtomic(string path, string text)
-    {
-        string tmp = path + $".{Guid.NewGuid():N}.tmp";
-        File.WriteAllText(tmp, text);
-        File.Move(tmp, path, overwrite: true);
     }
 }
