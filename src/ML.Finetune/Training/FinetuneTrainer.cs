@@ -196,9 +196,9 @@ public sealed class FinetuneTrainer
                     distSq = terms.DistanceSquared.ToDouble();
                 }
                 GradientsReady?.Invoke(step, parameters);
-                double gradNorm = ClipGradients(parameters, Options.GradientClipNorm);
+                double gradNorm = GradientNorm(parameters);
                 if (!double.IsFinite(gradNorm)) throw new FinetuneDivergedException(step, gradNorm, "gradient norm");
-                optimizer.Step(lr);
+                optimizer.Step(lr, ClipScale(gradNorm, Options.GradientClipNorm)); // clipping folded into the update
 
                 bool last = step == total - 1;
                 double val = double.NaN;
@@ -309,20 +309,28 @@ public sealed class FinetuneTrainer
         public void Dispose() => DisposeBest();
     }
 
-    /// <summary>‖g‖₂ over all parameters; scales gradients to <paramref name="maxNorm"/> when above it.</summary>
-    public static double ClipGradients(IReadOnlyList<(string Name, Tensor Parameter)> parameters, double? maxNorm)
+    /// <summary>‖g‖₂ over all gradients, accumulated in float64 (one fused pass on CPU; deterministic).</summary>
+    public static double GradientNorm(IReadOnlyList<(string Name, Tensor Parameter)> parameters)
     {
-        using var _ = torch.no_grad();
-        using var scope = torch.NewDisposeScope();
         var grads = parameters.Select(p => p.Parameter.grad).Where(g => g is not null).Select(g => g!).ToList();
         if (grads.Count == 0) return 0;
-        var sq = grads.Select(g => g.to_type(ScalarType.Float64).square().sum()).Aggregate((a, b) => a.add(b));
-        double norm = Math.Sqrt(sq.ToDouble());
-        if (maxNorm is double m && m > 0 && double.IsFinite(norm) && norm > m)
-        {
-            double f = m / (norm + 1e-6);
-            foreach (var g in grads) g.mul_(f);
-        }
+        if (grads.All(FusedCpuKernels.IsAddressable)) return Math.Sqrt(FusedCpuKernels.SumOfSquares(grads));
+        using var _ = torch.no_grad();
+        using var scope = torch.NewDisposeScope();
+        return Math.Sqrt(grads.Select(g => g.to_type(ScalarType.Float64).square().sum()).Aggregate((a, b) => a.add(b)).ToDouble());
+    }
+
+    /// <summary>The factor that brings a gradient of norm <paramref name="norm"/> down to <paramref name="maxNorm"/> (1 when within it or off).</summary>
+    public static double ClipScale(double norm, double? maxNorm) =>
+        maxNorm is double m && m > 0 && double.IsFinite(norm) && norm > m ? m / (norm + 1e-6) : 1.0;
+
+    /// <summary>‖g‖₂ over all parameters; scales gradients in place to <paramref name="maxNorm"/> when above it.</summary>
+    public static double ClipGradients(IReadOnlyList<(string Name, Tensor Parameter)> parameters, double? maxNorm)
+    {
+        double norm = GradientNorm(parameters), scale = ClipScale(norm, maxNorm);
+        if (scale != 1.0)
+            using (torch.no_grad())
+                foreach (var (_, p) in parameters) p.grad?.mul_(scale);
         return norm;
     }
 

@@ -45,10 +45,17 @@ public sealed class FullFinetuneMethod : IFinetuneMethod, IDisposable
     public Tensor DistanceFromPretrainedSquared()
     {
         if (_params.Count == 0) throw new InvalidOperationException("Attach must be called first.");
+        var weights = _params.Select(p => p.Parameter).ToList();
+        // Reported only (no graph): one fused pass, no temporaries the size of the model.
+        if (!torch.is_grad_enabled() && weights.Concat(_pretrained).All(FusedCpuKernels.IsAddressable))
+            return torch.tensor(FusedCpuKernels.SumOfSquaredDifferences(weights, _pretrained), dtype: ScalarType.Float32, device: weights[0].device);
         Tensor? sum = null;
         for (int i = 0; i < _params.Count; i++)
         {
-            var s = _params[i].Parameter.sub(_pretrained[i]).square().sum();
+            var (w, w0) = (weights[i], _pretrained[i]);
+            // bf16 weights: difference and sum in float32 (a bf16 sum of squares would lose most of its digits).
+            if (w.dtype == ScalarType.BFloat16) { w = w.to_type(ScalarType.Float32); w0 = w0.to_type(ScalarType.Float32); }
+            var s = w.sub(w0).square().sum();
             sum = sum is null ? s : sum.add(s);
         }
         return sum!;
