@@ -80,6 +80,7 @@ sealed class Options
           --no-peer           skip the Python PyTorch peer (bench/peer_pytorch.py)
           --no-malloc-tuning  run children with MLFINETUNE_MALLOC_TUNING=0 (the peer gets the same malloc setting)
           --fp32-matmul ieee|bf16  float32 matmul precision in our children (TorchCpuMath; default ieee)
+          --tensor-op-optimizer    our AdamW in its per-tensor torch-op form instead of the fused CPU pass
           --json FILE         write all results as JSON
         """;
 
@@ -107,6 +108,7 @@ sealed class Options
                 case "--json": o.JsonOut = Next(); break;
                 case "--no-peer": o.Peer = false; break;
                 case "--no-malloc-tuning": o.Malloc = false; break;
+                case "--tensor-op-optimizer": s = s with { FusedOptimizer = false }; break;
                 case "--fp32-matmul": o.MatmulPrecision = Next(); break;
                 case "-h": case "--help": case "-help": o.Help = true; break;
                 default: throw new ArgumentException($"unknown option {a[i]}\n{Usage}");

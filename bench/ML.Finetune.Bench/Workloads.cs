@@ -11,7 +11,7 @@ namespace ML.Finetune.Bench;
 public sealed record BenchSettings(
     int Layers = 12, int Batch = 4, int Seq = 128, int Threads = 2, int Steps = 5, int Warmup = 3,
     int GenSteps = 5, int GenWarmup = 3, int GenPrompt = 16, int GenNew = 128, int GenBatch = 1,
-    int LoraRank = 8, double LoraAlpha = 16, int VirtualTokens = 16, long Seed = 1234);
+    int LoraRank = 8, double LoraAlpha = 16, int VirtualTokens = 16, long Seed = 1234, bool FusedOptimizer = true);
 
 public sealed record BenchResult(
     string Impl, string Mode, string DType, double TokensPerSec, double MedianMs, double[] StepMs,
@@ -22,10 +22,10 @@ public sealed record BenchResult(
 /// backward, AdamW) on a [Batch, Seq] batch; tokens/s = Batch·Seq / median step time. Generation modes time one greedy
 /// generation of GenNew tokens; tokens/s = GenBatch·GenNew / median time.
 /// LoRA, prompt and prefix modes run the library's own methods (LoraMethod, PromptTuningMethod, PrefixTuningMethod).
-/// bf16 path (by hand, TorchSharp has no autocast): frozen base weights cast once to bf16; trained parameters are
-/// float32 master copies (adapters/prompts cast differentiably to bf16 inside the forward; full finetuning keeps
-/// bf16 working weights plus float32 masters, with grads copied up before AdamW and weights copied down after);
-/// logits and the loss/softmax are float32.
+/// Every training mode runs a library method (FullFinetuneMethod, LoraMethod, PromptTuningMethod, PrefixTuningMethod)
+/// and the library's AdamW. bf16 path (by hand, TorchSharp has no autocast): base weights cast once to bf16; adapter
+/// and prompt tensors stay float32 (cast differentiably to bf16 inside the forward); full finetuning trains the bf16
+/// weights through the optimizer's float32 master copies; logits and the loss/softmax are float32.
 /// </summary>
 public static class Workloads
 {
@@ -119,32 +119,20 @@ public static class Workloads
 sealed class Trainer
 {
     readonly CausalLM _model;
-    readonly string _mode;
-    readonly List<(Tensor work, Parameter master)> _mirror = new(); // full bf16: bf16 working weight ↔ fp32 master
-    readonly List<Parameter> _params = new();
-    readonly optim.Optimizer _opt;
-    readonly IFinetuneMethod? _method; // the library's LoRA / prompt / prefix method (one per adapter mode)
-    public long TrainableCount => _params.Sum(p => p.numel());
+    readonly IFinetuneMethod _method; // the library's method: full, LoRA, prompt or prefix
+    readonly FinetuneOptimizer _opt;  // the library's AdamW (fused CPU pass; float32 masters for bf16 weights)
+    public long TrainableCount => _method.TrainableParameters.Sum(p => p.Parameter.numel());
     public string Notes { get; }
 
     public Trainer(CausalLM model, string mode, ScalarType dt, BenchSettings s)
     {
-        _model = model; _mode = mode;
+        _model = model;
         model.train();
-        var cfg = model.Config;
-        using var gen = new Generator((ulong)s.Seed + 1);
-        if (mode != "full") foreach (var p in model.parameters()) p.requires_grad = false;
         switch (mode)
         {
             case "full":
-                if (dt == ScalarType.Float32) _params.AddRange(model.parameters());
-                else
-                    foreach (var p in model.parameters())
-                    {
-                        var m = new Parameter(p.detach().to_type(ScalarType.Float32));
-                        _mirror.Add((p, m)); _params.Add(m);
-                    }
-                Notes = dt == ScalarType.Float32 ? "AdamW on all weights" : "bf16 weights + fp32 master copies";
+                _method = new FullFinetuneMethod();
+                Notes = "library FullFinetuneMethod" + (dt == ScalarType.Float32 ? "" : ", bf16 weights + fp32 masters in the optimizer");
                 break;
             case "lora":
             case "lora-all":
@@ -165,32 +153,22 @@ sealed class Trainer
                 break;
             default: throw new ArgumentException($"unknown mode '{mode}' (modes: {string.Join(", ", Workloads.AllModes)})");
         }
-        if (_method != null)
-        {
-            _method.Attach(model, s.Seed); // freezes the base; trained tensors stay float32 on a bf16 base
-            _params.AddRange(_method.TrainableParameters.Select(t => t.Parameter is Parameter p ? p : new Parameter(t.Parameter)));
-        }
-        _opt = optim.AdamW(_params, lr: 1e-4, weight_decay: 0.0);
+        _method.Attach(model, s.Seed); // freezes the base for adapters; trained adapter tensors stay float32 on a bf16 base
+        _opt = new ML.Finetune.Training.AdamW(_method.TrainableParameters, weightDecay: 0.0) { UseFusedCpuKernels = s.FusedOptimizer };
+        Notes += s.FusedOptimizer ? ", fused AdamW" : ", tensor-op AdamW";
     }
 
     public double Step(Tensor ids)
     {
         using var scope = NewDisposeScope();
-        _opt.zero_grad();
+        _opt.ZeroGrad();
         long b = ids.shape[0], t = ids.shape[1];
         using var attention = torch.ones(b, t, dtype: ScalarType.Int64);
-        var logits = _method != null
-            ? _method.Logits(_model, ids, attention)
-            : _model.Forward(new CausalLMInput { InputIds = ids }).Logits;
+        var logits = _method.Logits(_model, ids, attention);
         long v = logits.shape[2];
         var loss = nn.functional.cross_entropy(logits[.., ..^1, ..].reshape(-1, v), ids[.., 1..].reshape(-1));
         loss.backward();
-        if (_mirror.Count > 0)
-            foreach (var (w, m) in _mirror) m.grad = w.grad!.to_type(ScalarType.Float32);
-        _opt.step();
-        if (_mirror.Count > 0)
-            using (torch.no_grad())
-                foreach (var (w, m) in _mirror) { w.copy_(m); w.grad = null; }
+        _opt.Step(1e-4);
         return loss.ToDouble();
     }
 }

@@ -33,9 +33,9 @@ public static class TinyTrainingRun
         return list;
     }
 
-    public static (CausalLM Model, FullFinetuneMethod Method) Create(long seed = 11)
+    public static (CausalLM Model, FullFinetuneMethod Method) Create(long seed = 11, ScalarType dtype = ScalarType.Float32)
     {
-        var model = CausalLMFactory.CreateRandom(Config, seed);
+        var model = CausalLMFactory.CreateRandom(Config, seed, dtype);
         var method = new FullFinetuneMethod();
         method.Attach(model, seed);
         return (model, method);
