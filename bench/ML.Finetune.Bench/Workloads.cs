@@ -165,8 +165,7 @@ sealed class Trainer
         long b = ids.shape[0], t = ids.shape[1];
         using var attention = torch.ones(b, t, dtype: ScalarType.Int64);
         var logits = _method.Logits(_model, ids, attention);
-        long v = logits.shape[2];
-        var loss = nn.functional.cross_entropy(logits[.., ..^1, ..].reshape(-1, v), ids[.., 1..].reshape(-1));
+        var loss = FinetuneObjective.CrossEntropy(logits, ids); // every next token is a target
         loss.backward();
         _opt.Step(1e-4);
         return loss.ToDouble();

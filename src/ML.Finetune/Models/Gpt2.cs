@@ -12,7 +12,7 @@ namespace ML.Finetune.Models;
 /// <item>The head is tied: there is no <c>lm_head.weight</c> in the file, logits = h · wteᵀ, and the parameter
 ///   exists once (<c>transformer.wte.weight</c>).</item>
 /// <item>Positions are learned: <c>wpe</c> is indexed by the position ids (so prefix tuning shifts them too).</item>
-/// <item>Activation is gelu_new (tanh approximation), written out as HF does.</item>
+/// <item>Activation is gelu_new (tanh approximation), computed with torch's fused tanh-approximate gelu.</item>
 /// <item>LayerNorm has a bias; attention scores are divided by sqrt(head_dim); softmax runs in the compute dtype.</item>
 /// <item>Old checkpoints may carry non-persistent buffers <c>attn.bias</c>/<c>attn.masked_bias</c>; they are ignored.</item>
 /// </list>
@@ -140,7 +140,10 @@ public sealed class Gpt2Mlp : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x) => c_proj.forward(GeluNew(c_fc.forward(x)));
 
-    /// <summary>HF NewGELUActivation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).</summary>
-    public static Tensor GeluNew(Tensor x) =>
-        x.mul(0.5).mul(x.add(x.pow(3.0).mul(0.044715)).mul(Math.Sqrt(2.0 / Math.PI)).tanh().add(1.0));
+    /// <summary>
+    /// HF NewGELUActivation, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), is exactly torch's gelu(approximate="tanh"):
+    /// one fused kernel forward and backward instead of eight element-wise passes each way (HF's own
+    /// gelu_pytorch_tanh makes the same swap). Results differ from the written-out formula by float rounding only.
+    /// </summary>
+    public static Tensor GeluNew(Tensor x) => x.gelu(GELU.Approximate.tanh);
 }

@@ -56,12 +56,14 @@ public sealed class FinetuneObjective
     public static Tensor CrossEntropy(Tensor logits, Tensor labels)
     {
         long v = logits.shape[2];
-        var shiftLogits = logits[.., ..^1, ..].reshape(-1, v);
-        if (shiftLogits.dtype != ScalarType.Float64) shiftLogits = shiftLogits.to_type(ScalarType.Float32);
-        var shiftLabels = labels[.., 1..].reshape(-1);
+        // Shift the labels, not the logits: position t predicts labels[t+1], the last position gets −100. Slicing
+        // [B,T,V] logits would copy them (and their gradient) once more per step; a view of all positions costs nothing.
+        var flatLogits = logits.reshape(-1, v);
+        if (flatLogits.dtype != ScalarType.Float64) flatLogits = flatLogits.to_type(ScalarType.Float32);
+        var shiftLabels = torch.cat([labels[.., 1..], torch.full(labels.shape[0], 1, IgnoreIndex, dtype: labels.dtype, device: labels.device)], 1).reshape(-1);
         if (shiftLabels.ne(IgnoreIndex).sum().item<long>() == 0)
             throw new InvalidOperationException("The batch has no completion token to train on (every label is −100).");
-        return nn.functional.cross_entropy(shiftLogits, shiftLabels, ignore_index: IgnoreIndex, reduction: nn.Reduction.Mean);
+        return nn.functional.cross_entropy(flatLogits, shiftLabels, ignore_index: IgnoreIndex, reduction: nn.Reduction.Mean);
     }
 
     /// <summary>Per-target log p(label) [B, T−1] (0 where ignored) and the target mask [B, T−1] (float).</summary>
