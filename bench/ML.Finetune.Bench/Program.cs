@@ -16,8 +16,8 @@ if (args.Length > 0 && args[0] == "--child")
     if (Environment.GetEnvironmentVariable("BENCH_FP32_MATMUL") == "bf16" && !TorchCpuMath.TrySetFloat32MatmulBf16(true))
         throw new InvalidOperationException("could not switch float32 matmul to bf16");
     if (args[1] == "matmul-probe") { MatmulProbe.Run(s.Threads); return 0; }
-    bool malloc = MallocTuning.ApplyForTraining();
-    var r = Workloads.Run(args[1], args[2], s);
+    var r = Workloads.Run(args[1], args[2], s); // applies MallocTuning after building the model, as FinetuneTrainer.Train does
+    bool malloc = MallocTuning.IsApplied;
     r = r with { Notes = (r.Notes + (malloc ? "" : $" [malloc tuning off: {MallocTuning.SkipReason}]")).Trim() };
     Console.WriteLine("RESULT " + JsonSerializer.Serialize(r, json));
     return 0;

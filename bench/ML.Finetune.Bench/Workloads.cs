@@ -45,6 +45,7 @@ public static class Workloads
         var dt = dtype == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32;
         var cfg = Gpt2Small(s.Layers);
         var model = CausalLMFactory.CreateRandom(cfg, s.Seed, dt);
+        ML.Finetune.Runtime.MallocTuning.ApplyForTraining();
         using var gen = new Generator((ulong)s.Seed);
         var ids = torch.randint(0, cfg.VocabSize, [s.Batch, s.Seq], generator: gen, dtype: ScalarType.Int64);
         bool isGen = mode.StartsWith("gen-");

@@ -55,6 +55,9 @@ public static class MallocTuning
     [DllImport("libc.so.6", EntryPoint = "mallopt")]
     static extern int mallopt(int param, int value);
 
+    [DllImport("libc.so.6", EntryPoint = "malloc_trim")]
+    static extern int malloc_trim(nuint pad);
+
     [DllImport("libc.so.6", EntryPoint = "gnu_get_libc_version")]
     static extern IntPtr gnu_get_libc_version();
 
@@ -83,6 +86,9 @@ public static class MallocTuning
             try { _ = gnu_get_libc_version(); }
             catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { SkipReason = "not glibc"; return false; }
 
+            // Hand back what loading left free (a float32 copy cast to bf16, file buffers) before the high trim
+            // threshold keeps freed memory in the heap for the rest of the process.
+            malloc_trim(0);
             long mmap = EnvLong(MmapThresholdEnvVar) ?? MmapThreshold;
             long trim = EnvLong(TrimThresholdEnvVar) ?? TrimThreshold;
             mmap = Math.Clamp(mmap, 0, MaxMmapThreshold);
