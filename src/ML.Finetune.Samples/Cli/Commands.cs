@@ -236,18 +236,18 @@ public static class Commands
         using var m = CausalLMFactory.LoadPretrained(model!);
         if (adapter == null)
         {
-            Out(a).WriteLine(text.Generate(m, prompt, maxTokens));
+            Out(a).WriteLine(text.Generate(m, null, prompt, maxTokens));
             return 0;
         }
         if (PeftType(adapter) == "LORA")
         {
             Adapters.PeftLoraIO.Import(m, adapter);
-            Out(a).WriteLine(text.Generate(m, prompt, maxTokens));
+            Out(a).WriteLine(text.Generate(m, null, prompt, maxTokens));
             return 0;
         }
-        // Prompt/prefix tuning act outside model.Forward: decode through the method's logits.
+        // Prompt/prefix tuning act outside model.Forward: the generator takes their soft prompt / KV prefix.
         var method = Adapters.PeftPromptLearning.Load(adapter, m);
-        try { Out(a).WriteLine(text.Generate((ids, mask) => method.Logits(m, ids, mask), prompt, maxTokens, m.Config.MaxPositionEmbeddings)); }
+        try { Out(a).WriteLine(text.Generate(m, method, prompt, maxTokens)); }
         finally { (method as IDisposable)?.Dispose(); }
         return 0;
     }

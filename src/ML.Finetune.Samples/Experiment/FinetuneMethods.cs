@@ -20,10 +20,11 @@ public sealed record MethodContext(
 /// <summary>Distance = sqrt of the method's own DistanceFromPretrainedSquared (LoRA: the exact weight change (α/r)·B·A).</summary>
 public sealed record MethodOutcome(IReadOnlyList<(int Step, double Loss)> History, long TrainableParameters, double Distance)
 {
-    /// <summary>Logits [B,T,V] of real tokens with the method in effect, for methods whose effect is not inside model.Forward (prompt/prefix).</summary>
-    public Func<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor, TorchSharp.torch.Tensor>? Logits { get; init; }
-    /// <summary>Disposed by the caller after evaluation (keeps the method's parameters alive until then).</summary>
-    public IDisposable? Owner { get; init; }
+    /// <summary>
+    /// The trained method, kept for methods whose effect is not inside model.Forward (prompt/prefix): evaluation generates
+    /// and computes logits through it. The caller disposes it after evaluation.
+    /// </summary>
+    public IFinetuneMethod? Method { get; init; }
 }
 
 /// <summary>One finetuning method of the main job. DefaultLearningRate is the one used in the comparison table.</summary>
@@ -71,8 +72,7 @@ public static class FinetuneMethods
         return new MethodOutcome(history.Records.Select(r => (r.Step, r.CrossEntropy)).ToList(),
             method.TrainableParameters.Sum(p => p.Parameter.numel()), distance)
         {
-            Logits = keep ? (ids, mask) => method.Logits(c.Model, ids, mask) : null,
-            Owner = keep ? method as IDisposable : null,
+            Method = keep ? method : null,
         };
     }
 }

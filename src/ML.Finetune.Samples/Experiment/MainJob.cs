@@ -74,12 +74,13 @@ public static class MainJob
             var outcome = m.Run(new MethodContext(model, start, text, trainData, klText, o.Steps, lr, o.Seed,
                 (s, _) => progress?.Advance(offset + s + 1, label)));
             done += o.Steps;
-            var (te, rows) = outcome.Logits is { } lf ? Evaluator.ExactMatch(lf, text, testQa) : Evaluator.ExactMatch(model, text, testQa);
-            var tr = (outcome.Logits is { } lf2 ? Evaluator.ExactMatch(lf2, text, trainQa) : Evaluator.ExactMatch(model, text, trainQa)).Accuracy;
-            double kl = outcome.Logits is { } lf3
-                ? Metrics.MeanKl(ids => lf3(ids, TorchSharp.torch.ones_like(ids)), thetaP, text, klText)
-                : Metrics.MeanKl(model, thetaP, text, klText);
-            outcome.Owner?.Dispose();
+            var method = outcome.Method;
+            var (te, rows) = Evaluator.ExactMatch(model, text, testQa, method);
+            var tr = Evaluator.ExactMatch(model, text, trainQa, method).Accuracy;
+            double kl = method is null
+                ? Metrics.MeanKl(model, thetaP, text, klText)
+                : Metrics.MeanKl(ids => method.Logits(model, ids, TorchSharp.torch.ones_like(ids)), thetaP, text, klText);
+            (method as IDisposable)?.Dispose();
             var result = new RunResult(m.Name, init, lr, te, tr, outcome.Distance,
                 kl, outcome.TrainableParameters, t0.Elapsed.TotalSeconds, outcome.History, rows);
             (isSweep ? sweep : runs).Add(result);

@@ -1,5 +1,7 @@
+using ML.Finetune.Generation;
 using ML.Finetune.Models;
 using ML.Finetune.Tokenization;
+using ML.Finetune.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -8,7 +10,7 @@ namespace ML.Finetune.Samples.Experiment;
 /// <summary>A token sequence and which positions count in the loss (position i means "predict token i").</summary>
 public sealed record TokenSequence(int[] Ids, bool[] InLoss);
 
-/// <summary>Encodes text for our word-level models and runs greedy decoding.</summary>
+/// <summary>Encodes text for our word-level models and decodes greedy answers.</summary>
 public sealed class LmText(CausalLMTokenizer tokenizer)
 {
     public CausalLMTokenizer Tokenizer { get; } = tokenizer;
@@ -38,41 +40,29 @@ public sealed class LmText(CausalLMTokenizer tokenizer)
         return new TokenSequence(p.Concat(c).ToArray(), p.Select(_ => false).Concat(c.Select(_ => true)).ToArray());
     }
 
-    /// <summary>Greedy continuation of <paramref name="prompt"/> until EOS or <paramref name="maxNewTokens"/>; returns the decoded words.</summary>
-    public string Generate(CausalLM model, string prompt, int maxNewTokens = 8) =>
-        Generate((ids, _) => model.Forward(new CausalLMInput { InputIds = ids }).Logits, prompt, maxNewTokens, model.Config.MaxPositionEmbeddings);
-
-    /// <summary>Greedy continuation through a logits function (ids [1,T], mask [1,T]) — any finetuning method.</summary>
-    public string Generate(Func<Tensor, Tensor, Tensor> logitsOf, string prompt, int maxNewTokens = 8, int maxLength = 64)
+    /// <summary>
+    /// Greedy continuation of one prompt until EOS or <paramref name="maxNewTokens"/>, never past the model's context;
+    /// returns the decoded words. <paramref name="method"/> as in <see cref="GenerateBatch"/>.
+    /// </summary>
+    public string Generate(CausalLM model, IFinetuneMethod? method, string prompt, int maxNewTokens = 8)
     {
-        var ids = new List<long> { Bos };
-        ids.AddRange(Encode(prompt).Select(i => (long)i));
-        var generated = new List<int>();
-        using var _ = torch.no_grad();
-        for (int s = 0; s < maxNewTokens && ids.Count < maxLength; s++)
-        {
-            using var scope = torch.NewDisposeScope();
-            var input = torch.tensor(ids.ToArray(), dtype: ScalarType.Int64).unsqueeze(0);
-            var logits = logitsOf(input, torch.ones_like(input));
-            int next = (int)logits[0, -1].argmax().item<long>();
-            if (next == Eos) break;
-            generated.Add(next);
-            ids.Add(next);
-        }
-        return Tokenizer.Decode(generated).Trim();
+        int room = model.Config.MaxPositionEmbeddings - (1 + Encode(prompt).Length);
+        return GenerateBatch(model, method, [prompt], Math.Clamp(room, 0, maxNewTokens))[0];
     }
 
-    /// <summary>Greedy answers for many prompts at once with the library's KV-cached generator (left-padded batches).</summary>
-    public IReadOnlyList<string> GenerateBatch(CausalLM model, IReadOnlyList<string> prompts, int maxNewTokens = 8, int batchSize = 64)
+    /// <summary>
+    /// Greedy answers (BOS + prompt, stop at EOS, decoded words trimmed) with the library's KV-cached generator in
+    /// left-padded batches. <paramref name="method"/> is needed for prompt/prefix tuning, whose soft prompt or KV prefix
+    /// lives outside model.Forward; null for the base model, full finetuning and LoRA.
+    /// </summary>
+    public IReadOnlyList<string> GenerateBatch(CausalLM model, IFinetuneMethod? method, IReadOnlyList<string> prompts, int maxNewTokens = 8, int batchSize = 64)
     {
         var answers = new List<string>(prompts.Count);
+        var options = new GenerationOptions { MaxNewTokens = maxNewTokens, EosTokenIds = [Eos], PadTokenId = Pad };
         for (int i = 0; i < prompts.Count; i += batchSize)
         {
             var ids = prompts.Skip(i).Take(batchSize).Select(p => new[] { (long)Bos }.Concat(Encode(p).Select(x => (long)x)).ToArray()).ToList();
-            var r = ML.Finetune.Generation.TextGenerator.Generate(model, ids, new ML.Finetune.Generation.GenerationOptions
-            {
-                MaxNewTokens = maxNewTokens, EosTokenIds = [Eos], PadTokenId = Pad,
-            });
+            var r = method is null ? TextGenerator.Generate(model, ids, options) : TextGenerator.Generate(model, method, ids, options);
             foreach (var row in r.NewTokens) answers.Add(Tokenizer.Decode(row.Where(t => t != Eos).Select(t => (int)t)).Trim());
         }
         return answers;

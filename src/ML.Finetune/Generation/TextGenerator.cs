@@ -1,41 +1,9 @@
 using ML.Finetune.Models;
+using ML.Finetune.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace ML.Finetune.Generation;
-
-public sealed class GenerationOptions
-{
-    public int MaxNewTokens { get; init; } = 32;
-    /// <summary>False = greedy (argmax).</summary>
-    public bool DoSample { get; init; }
-    public double Temperature { get; init; } = 1.0;
-    /// <summary>0 = off.</summary>
-    public int TopK { get; init; }
-    /// <summary>1 = off.</summary>
-    public double TopP { get; init; } = 1.0;
-    public long Seed { get; init; } = 0;
-    /// <summary>Generation stops for a row once it emits one of these. Null = the model config's eos ids.</summary>
-    public IReadOnlyList<long>? EosTokenIds { get; init; }
-    public long PadTokenId { get; init; }
-    /// <summary>False recomputes the whole sequence each step (slow; used to test the cache path).</summary>
-    public bool UseCache { get; init; } = true;
-    /// <summary>Keep the raw logits [B, V] that chose each token (for tests and diagnostics).</summary>
-    public bool OutputLogits { get; init; }
-    /// <summary>
-    /// Builds a pre-filled cache for a batch size (prefix tuning). Its length P is prepended to the attention
-    /// mask and added to the positions, as peft does.
-    /// </summary>
-    public Func<int, KVCache>? PrefixCache { get; init; }
-}
-
-public sealed class GenerationResult
-{
-    /// <summary>New tokens per row, without padding, including the eos token when one was produced.</summary>
-    public required long[][] NewTokens { get; init; }
-    /// <summary>Per step [B, V] float32 logits when <see cref="GenerationOptions.OutputLogits"/> is set (caller disposes).</summary>
-    public IReadOnlyList<Tensor>? StepLogits { get; init; }
-}
 
 /// <summary>Greedy and sampled generation plus log-likelihood scoring on token ids.</summary>
 public static class TextGenerator
@@ -61,6 +29,20 @@ public static class TextGenerator
         return Generate(model, idT, maskT, options);
     }
 
+    /// <summary>
+    /// Generates with a finetuning method in effect. Full finetuning and LoRA act inside the model and need nothing more;
+    /// prompt and prefix tuning contribute their soft prompt and KV prefix (<see cref="IFinetuneMethod.GetGenerationPrefix"/>).
+    /// </summary>
+    public static GenerationResult Generate(CausalLM model, IFinetuneMethod method, IReadOnlyList<long[]> prompts, GenerationOptions? options = null)
+    {
+        options ??= new GenerationOptions();
+        var prefix = method.GetGenerationPrefix(model);
+        if (prefix is null) return Generate(model, prompts, options);
+        if (options.SoftPrompt is not null || options.PrefixCache is not null)
+            throw new ArgumentException("the options already carry a soft prompt or prefix cache, and the method supplies its own", nameof(options));
+        return Generate(model, prompts, options with { SoftPrompt = prefix.SoftPrompt, PrefixCache = prefix.PrefixCache });
+    }
+
     /// <summary>Generates from a left-padded batch [B, T] with its attention mask.</summary>
     public static GenerationResult Generate(CausalLM model, Tensor inputIds, Tensor attentionMask, GenerationOptions? options = null)
     {
@@ -78,31 +60,41 @@ public static class TextGenerator
         KVCache? PrefixOnly() => options.UseCache ? null : options.PrefixCache?.Invoke(b);
         long prefixLen = options.UseCache ? cache!.Length : 0;
         if (!options.UseCache && options.PrefixCache != null) { using var probe = options.PrefixCache(b); prefixLen = probe.Length; }
+        var soft = SoftPromptRows(model, options.SoftPrompt, b);
+        long k = soft?.shape[1] ?? 0;
 
-        // Positions follow generate(): cumsum(mask) - 1 with pads at 0, shifted by a prefix length (peft).
+        // Positions follow generate(): cumsum(mask) - 1 with pads at 0, shifted by the virtual tokens in front (peft):
+        // P prefix entries, then k soft-prompt rows at positions P..P+k-1.
         var seq = inputIds.alias();
         var mask = attentionMask.to_type(ScalarType.Int64);
-        var pos = mask.cumsum(1).sub(1).masked_fill(mask.eq(0), 0).add(prefixLen);
-        var prefixMask = torch.ones(b, prefixLen, dtype: ScalarType.Int64, device: mask.device);
+        var pos = mask.cumsum(1).sub(1).masked_fill(mask.eq(0), 0).add(prefixLen + k);
+        var prefixMask = torch.ones(b, prefixLen + k, dtype: ScalarType.Int64, device: mask.device);
+        var softPos = torch.arange(prefixLen, prefixLen + k, dtype: ScalarType.Int64, device: mask.device).unsqueeze(0).expand(b, -1);
 
-        Tensor nextInput = seq, nextPos = pos;
+        // The whole sequence so far (the first cached step, every uncached step); the soft prompt can only enter as
+        // embeddings, so later cached steps feed just the new token ids.
+        CausalLMInput Whole(Tensor fullMask, KVCache? c) => soft is null
+            ? new CausalLMInput { InputIds = seq, AttentionMask = fullMask, PositionIds = pos, Cache = c }
+            : new CausalLMInput
+            {
+                InputsEmbeds = torch.cat([soft, model.EmbedTokens(seq)], 1), AttentionMask = fullMask,
+                PositionIds = torch.cat([softPos, pos], 1), Cache = c,
+            };
+
+        Tensor? nextInput = null, nextPos = null;
         for (int step = 0; step < options.MaxNewTokens && !finished.All(f => f); step++)
         {
             using var scope = torch.NewDisposeScope();
             var fullMask = torch.cat([prefixMask, mask], 1);
-            Tensor last;
-            if (options.UseCache)
-            {
-                var o = model.Forward(new CausalLMInput { InputIds = nextInput, AttentionMask = fullMask, PositionIds = nextPos, Cache = cache });
-                last = o.Logits.select(1, -1);
-            }
-            else
+            Tensor logits;
+            if (!options.UseCache)
             {
                 using var pc = PrefixOnly();
-                var o = model.Forward(new CausalLMInput { InputIds = seq, AttentionMask = fullMask, PositionIds = pos, Cache = pc });
-                last = o.Logits.select(1, -1);
+                logits = model.Forward(Whole(fullMask, pc)).Logits;
             }
-            last = last.to_type(ScalarType.Float32);
+            else logits = model.Forward(nextInput is null ? Whole(fullMask, cache)
+                : new CausalLMInput { InputIds = nextInput, AttentionMask = fullMask, PositionIds = nextPos, Cache = cache }).Logits;
+            var last = logits.select(1, -1).to_type(ScalarType.Float32);
             stepLogits?.Add(last.clone().DetachFromDisposeScope());
             var next = options.DoSample ? Sample(last, options, gen!) : last.argmax(-1);
             var chosen = next.cpu().data<long>().ToArray();
@@ -122,6 +114,15 @@ public static class TextGenerator
             nextPos = lastPos.MoveToOuterDisposeScope();
         }
         return new GenerationResult { NewTokens = newTokens.Select(l => l.ToArray()).ToArray(), StepLogits = stepLogits };
+    }
+
+    /// <summary>The soft prompt [k, d] as [B, k, d] in the model's dtype and device (null when there is none).</summary>
+    static Tensor? SoftPromptRows(CausalLM model, Tensor? softPrompt, int batch)
+    {
+        if (softPrompt is null) return null;
+        if (softPrompt.dim() != 2 || softPrompt.shape[1] != model.Config.HiddenSize)
+            throw new ArgumentException($"the soft prompt must be [k, {model.Config.HiddenSize}], got [{string.Join(",", softPrompt.shape)}]");
+        return softPrompt.to(model.Device).to_type(model.ComputeDType).unsqueeze(0).expand(batch, -1, -1);
     }
 
     /// <summary>Temperature, then top-k, then top-p (nucleus) filtering; samples with the seeded generator.</summary>

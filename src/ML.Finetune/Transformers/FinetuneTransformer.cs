@@ -6,6 +6,7 @@ using Microsoft.ML.Runtime;
 using ML.Finetune.Checkpoints;
 using ML.Finetune.Data;
 using ML.Finetune.Estimators;
+using ML.Finetune.Generation;
 using ML.Finetune.Models;
 using ML.Finetune.Persistence;
 using ML.Finetune.Tokenization;
@@ -128,25 +129,22 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
     }
 
     /// <summary>Generates a completion for each prompt (the GeneratedText column's values).</summary>
+    /// <remarks>Batch i..i+BatchSize samples with seed GenerationSeed + i, so a row's text does not depend on earlier batches.</remarks>
     public IReadOnlyList<string> Generate(IReadOnlyList<string> prompts)
     {
         var g = Settings.Generation;
         var result = new List<string>();
-        using var rng = g.Temperature > 0 ? new Generator((ulong)g.Seed) : null;
         var eos = new HashSet<long>(Model.Config.EosTokenIds) { Encoder.EosId };
         int maxPrompt = Math.Max(1, Settings.MaxSequenceLength - (Model.Config.IsGpt2 ? g.MaxNewTokens : 0));
         for (int i = 0; i < prompts.Count; i += g.BatchSize)
         {
             var chunk = prompts.Skip(i).Take(g.BatchSize).Select(p => Encoder.EncodePrompt(p, maxPrompt))
                 .Select(ids => ids.Length == 0 ? new long[] { Encoder.EosId } : ids).ToList();
-            var prefix = Method.GetGenerationPrefix(Model);
-            IEnumerable<long[]> generated = prefix?.SoftPrompt is null
-                ? Generation.TextGenerator.Generate(Model, chunk, new Generation.GenerationOptions
-                {
-                    MaxNewTokens = g.MaxNewTokens, DoSample = g.Temperature > 0, Temperature = g.Temperature > 0 ? g.Temperature : 1.0,
-                    TopK = g.TopK, TopP = g.TopP, Seed = g.Seed + i, EosTokenIds = eos.ToList(), PadTokenId = Encoder.PadId, PrefixCache = prefix?.PrefixCache,
-                }).NewTokens
-                : SoftPromptGeneration.Generate(Model, Method, chunk, g, eos, Encoder.PadId, rng);
+            var generated = TextGenerator.Generate(Model, Method, chunk, new GenerationOptions
+            {
+                MaxNewTokens = g.MaxNewTokens, DoSample = g.Temperature > 0, Temperature = g.Temperature > 0 ? g.Temperature : 1.0,
+                TopK = g.TopK, TopP = g.TopP, Seed = g.Seed + i, EosTokenIds = eos.ToList(), PadTokenId = Encoder.PadId,
+            }).NewTokens;
             foreach (var ids in generated)
                 result.Add(CutAtStop(Tokenizer.Decode(ids.Where(x => !eos.Contains(x)).Select(x => (int)x)), g.StopStrings));
         }
@@ -161,9 +159,25 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
         for (int i = 0; i < pairs.Count; i += bs)
         {
             var ex = pairs.Skip(i).Take(bs).Select((p, j) => Encoder.Encode(p.Prompt, p.Completion, i + j, Settings.CompletionColumnName)).ToList();
-            foreach (var (sum, count) in SoftPromptGeneration.Score(Model, Method, ex, Encoder.PadId)) result.Add((sum, count == 0 ? 0 : sum / count));
+            foreach (var (sum, count) in ScoreBatch(ex)) result.Add((sum, count == 0 ? 0 : sum / count));
         }
         return result;
+    }
+
+    /// <summary>
+    /// Per example: (Σ log p(target), number of targets) over the labelled (completion + eos) positions, through the
+    /// method's logits (the same labels and log-probs as the training objective).
+    /// </summary>
+    List<(double Sum, int Count)> ScoreBatch(IReadOnlyList<EncodedExample> examples)
+    {
+        using var _ = torch.no_grad();
+        using var scope = torch.NewDisposeScope();
+        using var batch = FinetuneTrainer.Collate(examples, Encoder.PadId, Model.Device);
+        var logits = Method.Logits(Model, batch.InputIds, batch.AttentionMask);
+        var (lp, m) = FinetuneObjective.TargetLogProbs(logits, batch.Labels);
+        var sums = lp.to_type(ScalarType.Float64).sum(1).cpu().data<double>().ToArray();
+        var counts = m.sum(1).to_type(ScalarType.Float64).cpu().data<double>().ToArray();
+        return sums.Select((s, i) => (s, (int)counts[i])).ToList();
     }
 
     static string CutAtStop(string text, string[] stops)
