@@ -33,6 +33,35 @@ internal static class Attention
         return x.unsqueeze(2).expand(b, n, rep, s, d).reshape(b, n * rep, s, d);
     }
 
+    /// <summary>
+    /// True (default): attention runs through torch's scaled_dot_product_attention (fused CPU kernel with float
+    /// accumulation; the [B, H, T, S] probabilities are not kept for backward). False: <see cref="Eager"/>, the
+    /// written-out reference the fused path is tested against.
+    /// </summary>
+    internal static bool UseFusedKernel { get => !t_eager; set => t_eager = !value; }
+
+    // Per thread, so a test comparing the two paths cannot switch another test's forward.
+    [ThreadStatic] static bool t_eager;
+
+    /// <summary>
+    /// The additive mask for a forward, or null when plain causal masking is exact: no cache/prefix (past 0) and no
+    /// padding anywhere in the mask (the fused kernel then applies causality itself and reads no mask).
+    /// </summary>
+    public static Tensor? MaskFor(Tensor mask2d, long past, long t, ScalarType dtype) =>
+        UseFusedKernel && past == 0 && mask2d.shape[1] == t && mask2d.ne(0).all().item<bool>() ? null : CausalMask(mask2d, past, t, dtype);
+
+    /// <summary>softmax(q kᵀ / √D + mask) v; a null mask means causal without padding (see <see cref="MaskFor"/>).</summary>
+    public static Tensor Compute(Tensor q, Tensor k, Tensor v, Tensor? additiveMask, bool gpt2Scaling, double dropout, bool training)
+    {
+        if (UseFusedKernel)
+            return nn.functional.scaled_dot_product_attention(q, k, v, additiveMask, training ? dropout : 0.0, additiveMask is null); // last argument: is_causal
+        additiveMask ??= CausalMask(torch.ones(q.shape[0], k.shape[2], dtype: ScalarType.Int64, device: q.device), k.shape[2] - q.shape[2], q.shape[2], q.dtype);
+        double d = q.shape[^1];
+        return gpt2Scaling
+            ? Eager(q, k, v, additiveMask, Math.Sqrt(d), divide: true, softmaxFloat32: false, dropout, training)
+            : Eager(q, k, v, additiveMask, 1.0 / Math.Sqrt(d), divide: false, softmaxFloat32: true, dropout, training);
+    }
+
     /// <summary>Eager attention: softmax(q kᵀ·scale + mask) v. Softmax in float32 when asked (Llama), like HF.</summary>
     public static Tensor Eager(Tensor q, Tensor k, Tensor v, Tensor additiveMask, double scale, bool divide,
         bool softmaxFloat32, double dropout, bool training)

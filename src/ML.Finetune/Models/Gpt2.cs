@@ -43,7 +43,7 @@ public sealed class Gpt2LMHeadModel : CausalLM
         var (x, past, mask, pos) = Prepare(input);
         var h = x.add(transformer.wpe.forward(pos));
         if (training && Config.EmbeddingDropout > 0) h = nn.functional.dropout(h, Config.EmbeddingDropout, true);
-        var additive = Attention.CausalMask(mask, past, h.shape[1], h.dtype);
+        var additive = Attention.MaskFor(mask, past, h.shape[1], h.dtype);
         var hidden = input.OutputHiddenStates ? new List<Tensor> { h } : null;
         for (int i = 0; i < Config.NumLayers; i++)
         {
@@ -90,7 +90,7 @@ public sealed class Gpt2Block : nn.Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, Tensor mask, KVCache? cache, int layer, bool train)
+    public Tensor Forward(Tensor x, Tensor? mask, KVCache? cache, int layer, bool train)
     {
         var a = attn.Forward(ln_1.forward(x), mask, cache, layer, train);
         if (train && _resid > 0) a = nn.functional.dropout(a, _resid, true);
@@ -115,14 +115,14 @@ public sealed class Gpt2Attention : nn.Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, Tensor mask, KVCache? cache, int layer, bool train)
+    public Tensor Forward(Tensor x, Tensor? mask, KVCache? cache, int layer, bool train)
     {
         long b = x.shape[0], t = x.shape[1];
         var qkv = c_attn.forward(x).split(x.shape[2], 2);
         Tensor Heads(Tensor z) => z.view(b, t, _heads, _dim).transpose(1, 2);
         Tensor q = Heads(qkv[0]), k = Heads(qkv[1]), v = Heads(qkv[2]);
         if (cache != null) (k, v) = cache.Append(layer, k, v);
-        var o = Attention.Eager(q, k, v, mask, Math.Sqrt(_dim), divide: true, softmaxFloat32: false, _drop, train);
+        var o = Attention.Compute(q, k, v, mask, gpt2Scaling: true, _drop, train);
         return c_proj.forward(o.transpose(1, 2).reshape(b, t, _heads * _dim));
     }
 }

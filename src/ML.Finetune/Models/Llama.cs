@@ -33,7 +33,7 @@ public sealed class LlamaForCausalLM : CausalLM
     public override CausalLMOutput Forward(CausalLMInput input)
     {
         var (h, past, mask, pos) = Prepare(input);
-        var additive = Attention.CausalMask(mask, past, h.shape[1], h.dtype);
+        var additive = Attention.MaskFor(mask, past, h.shape[1], h.dtype);
         var (cos, sin) = Rope(pos, h.dtype);
         var hidden = input.OutputHiddenStates ? new List<Tensor> { h } : null;
         for (int i = 0; i < Config.NumLayers; i++)
@@ -114,7 +114,7 @@ public sealed class LlamaDecoderLayer : nn.Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, Tensor mask, Tensor cos, Tensor sin, KVCache? cache, int layer, bool train)
+    public Tensor Forward(Tensor x, Tensor? mask, Tensor cos, Tensor sin, KVCache? cache, int layer, bool train)
     {
         x = x.add(self_attn.Forward(input_layernorm.forward(x), mask, cos, sin, cache, layer, train));
         return x.add(mlp.forward(post_attention_layernorm.forward(x)));
@@ -144,7 +144,7 @@ public sealed class LlamaAttention : nn.Module
         return torch.cat([x.narrow(-1, half, half).neg(), x.narrow(-1, 0, half)], -1);
     }
 
-    public Tensor Forward(Tensor x, Tensor mask, Tensor cos, Tensor sin, KVCache? cache, int layer, bool train)
+    public Tensor Forward(Tensor x, Tensor? mask, Tensor cos, Tensor sin, KVCache? cache, int layer, bool train)
     {
         long b = x.shape[0], t = x.shape[1];
         var q = q_proj.forward(x).view(b, t, _heads, _dim).transpose(1, 2);
@@ -154,8 +154,7 @@ public sealed class LlamaAttention : nn.Module
         k = k.mul(cos).add(RotateHalf(k).mul(sin)); // new keys only: cached/prefix keys are already final
         if (cache != null) (k, v) = cache.Append(layer, k, v);
         int rep = _heads / _kv;
-        var o = Attention.Eager(q, Attention.RepeatKv(k, rep), Attention.RepeatKv(v, rep), mask,
-            1.0 / Math.Sqrt(_dim), divide: false, softmaxFloat32: true, _drop, train);
+        var o = Attention.Compute(q, Attention.RepeatKv(k, rep), Attention.RepeatKv(v, rep), mask, gpt2Scaling: false, _drop, train);
         return o_proj.forward(o.transpose(1, 2).reshape(b, t, _heads * _dim));
     }
 }
