@@ -82,7 +82,11 @@ public abstract class FinetuneOptions
     public int? NumberOfThreads;
     /// <summary>Auto follows MLContext.GpuDeviceId (null = CPU) and MLContext.FallbackToCpu.</summary>
     public FinetuneDevice Device = FinetuneDevice.Auto;
-    /// <summary>Compute dtype. BFloat16 trains the weights in bf16 directly (fast on CPUs with AVX-512 bf16, less precise).</summary>
+    /// <summary>
+    /// Compute dtype. BFloat16 (fast on CPUs with AVX-512 bf16) casts the base weights to bf16 once; LoRA, prompt and
+    /// prefix parameters stay float32, and full finetuning updates float32 master copies that the optimizer rounds
+    /// into the bf16 weights (so small updates accumulate); logits and the loss are float32.
+    /// </summary>
     public FinetuneDType DType = FinetuneDType.Float32;
     public FinetuneGenerationOptions Generation = new();
 }
