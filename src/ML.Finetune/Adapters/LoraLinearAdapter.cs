@@ -60,10 +60,13 @@ public sealed class LoraLinearAdapter : nn.Module, ILinearAdapter
 
     public Tensor Delta(Tensor x)
     {
-        var h = x.dtype == A.dtype ? x : x.to_type(A.dtype);
-        if (DropoutP > 0 && training) h = nn.functional.dropout(h, DropoutP, training: true);
-        var d = nn.functional.linear(nn.functional.linear(h, A), B).mul_(Scale);
-        return d.dtype == x.dtype ? d : d.to_type(x.dtype);
+        // Over a bf16 base, cast the small A [r, in] and B [out, r] to the activations' dtype (as autocast would),
+        // not the [tokens, in] activations and [tokens, out] result to float32 and back: gradients still reach the
+        // float32 A and B through the casts. The scale is folded into B's copy, an [out, r] op instead of [tokens, out].
+        var a = A.dtype == x.dtype ? A : A.to_type(x.dtype);
+        var b = (B.dtype == x.dtype ? B : B.to_type(x.dtype)).mul(Scale);
+        var h = DropoutP > 0 && training ? nn.functional.dropout(x, DropoutP, training: true) : x;
+        return nn.functional.linear(nn.functional.linear(h, a), b);
     }
 
     /// <summary>s·B·A [out, in], the exact change this adapter makes to the layer's weight.</summary>
