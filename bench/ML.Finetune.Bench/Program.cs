@@ -24,6 +24,7 @@ if (args.Length > 0 && args[0] == "--child")
 }
 
 if (args.Length > 0 && args[0] == "--matmul-probe") { MatmulProbe.Run(2); return 0; }
+if (args.Length > 0 && args[0] == "--rss-probe") { RssProbe.Run(2, args.Length > 1 ? int.Parse(args[1]) : 2000); return 0; }
 if (args.Length > 0 && args[0] == "--kernel-probe") { KernelProbe.Run(2); return 0; }
 if (args.Length > 0 && args[0] == "--optimizer-probe") { OptimizerProbe.Run(2, args.Length > 1 ? int.Parse(args[1]) : 12); return 0; }
 var opt = Options.Parse(args);

@@ -199,4 +199,23 @@ public class FusedOptimizerTests
         }
         finally { torch.set_num_threads(threads); }
     }
+
+    [Theory]
+    [InlineData(ScalarType.Float32)]
+    [InlineData(ScalarType.BFloat16)]
+    public void ReportedDistance_FusedPassEqualsTheDifferentiableSum(ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        var model = ML.Finetune.Models.CausalLMFactory.LoadPretrained(Fixtures.Model("tiny-gpt2"), new ML.Finetune.Models.ModelLoadOptions { DType = dtype });
+        using var method = new FullFinetuneMethod();
+        method.Attach(model, 0);
+        using var g = new Generator(8);
+        using (torch.no_grad())
+            foreach (var (_, p) in method.TrainableParameters) p.add_(torch.randn(p.shape, generator: g).mul_(0.01).to_type(dtype));
+        double withGraph = method.DistanceFromPretrainedSquared().ToDouble();      // tensor ops (float32 sums)
+        double fused;
+        using (torch.no_grad()) fused = method.DistanceFromPretrainedSquared().ToDouble();
+        Assert.True(withGraph > 0);
+        Assert.True(Math.Abs(fused - withGraph) <= 1e-5 * withGraph, $"fused {fused} vs tensor ops {withGraph}");
+    }
 }
