@@ -68,19 +68,19 @@ internal static unsafe class FusedCpuKernels
             _ => { });
     }
 
-    /// <summary>The chunk's gradient as float32 (scaled); bf16 gradients are widened into <paramref name="scratch"/>.</summary>
-    static float* GradientChunk(in UpdateSegment s, long start, int n, float gradScale, float[] scratch, float* scratchPtr)
+    /// <summary>The chunk's gradient as float32, times the scale; bf16 or scaled gradients land in <paramref name="scratch"/>.</summary>
+    static float* GradientChunk(in UpdateSegment s, long start, int n, float gradScale, float* scratch)
     {
-        float* g;
-        if (s.Bf16) { Bf16.ToFloat((ushort*)s.Grad + start, scratchPtr, n); g = scratchPtr; }
-        else if (gradScale != 1f) { g = scratchPtr; }
-        else return (float*)s.Grad + start;
-        if (gradScale != 1f)
+        if (s.Bf16)
         {
-            float* src = s.Bf16 ? g : (float*)s.Grad + start;
-            Scale(src, g, n, gradScale);
+            Bf16.ToFloat((ushort*)s.Grad + start, scratch, n);
+            if (gradScale != 1f) Scale(scratch, scratch, n, gradScale);
+            return scratch;
         }
-        return g;
+        float* g = (float*)s.Grad + start;
+        if (gradScale == 1f) return g;
+        Scale(g, scratch, n, gradScale);
+        return scratch;
     }
 
     /// <summary>The float32 values to update: the master copy for bf16 weights, the weight itself otherwise.</summary>
@@ -105,7 +105,7 @@ internal static unsafe class FusedCpuKernels
         {
             fixed (float* sp = scratch)
             {
-                float* g = GradientChunk(s, start, n, gs, scratch, sp);
+                float* g = GradientChunk(s, start, n, gs, sp);
                 float* p = ValuesChunk(s, start), m = s.Slot1 + start, v = s.Slot2 + start;
                 AdamWChunk(p, g, m, v, n, w1, b2, c2, e, s.Decay && weightDecay != 0 ? decayFactor : 1f, stepSize, bc2Sqrt);
                 WriteBack(s, start, n);
@@ -151,7 +151,7 @@ internal static unsafe class FusedCpuKernels
         {
             fixed (float* sp = scratch)
             {
-                float* g = GradientChunk(s, start, n, gs, scratch, sp);
+                float* g = GradientChunk(s, start, n, gs, sp);
                 float* p = ValuesChunk(s, start);
                 float* buf = s.Slot1 == null ? null : s.Slot1 + start;
                 float decay = s.Decay ? wd : 0f;
@@ -180,31 +180,32 @@ internal static unsafe class FusedCpuKernels
     /// <summary>Σ (a − b)² over tensor pairs of equal dtype and shape (b null: Σ a²), in float64, deterministic.</summary>
     public static double SumOfSquaredDifferences(IReadOnlyList<Tensor> a, IReadOnlyList<Tensor>? b)
     {
-        var segs = new UpdateSegment[a.Count];
-        for (int k = 0; k < a.Count; k++)
-            segs[k] = new UpdateSegment(Address(a[k]), b is null ? null : Address(b[k]), null, null, null, a[k].numel(), a[k].dtype == ScalarType.BFloat16, false);
-        var chunks = Chunks(segs.Select(s => s.Length).ToArray());
+        var pairs = Enumerable.Range(0, a.Count)
+            .Select(k => ((nint)Address(a[k]), b is null ? 0 : (nint)Address(b[k]), a[k].dtype == ScalarType.BFloat16)).ToArray();
+        var chunks = Chunks(a.Select(t => t.numel()).ToArray());
         var partial = new double[chunks.Length];
         Parallel.For(0, chunks.Length, new ParallelOptions { MaxDegreeOfParallelism = Threads },
             () => (new float[ChunkElements], new float[ChunkElements]),
             (i, _, scratch) =>
             {
-                var (si, start, n) = chunks[i];
-                var s = segs[si];
+                var (k, start, n) = chunks[i];
+                var (pa, pb, bf16) = pairs[k];
                 fixed (float* x = scratch.Item1) fixed (float* y = scratch.Item2)
-                {
-                    float* xa = s.Bf16 ? x : (float*)s.Weight + start;
-                    if (s.Bf16) Bf16.ToFloat((ushort*)s.Weight + start, x, n);
-                    float* yb = null;
-                    if (s.Grad != null) { yb = s.Bf16 ? y : (float*)s.Grad + start; if (s.Bf16) Bf16.ToFloat((ushort*)s.Grad + start, y, n); }
-                    partial[i] = SquaredSum(xa, yb, n);
-                }
+                    partial[i] = SquaredSum(AsFloat(pa, start, n, bf16, x), pb == 0 ? null : AsFloat(pb, start, n, bf16, y), n);
                 return scratch;
             },
             _ => { });
         double total = 0;
         foreach (var p in partial) total += p;
         return total;
+    }
+
+    /// <summary>Elements [start, start + n) as float32: in place for float32 memory, widened into <paramref name="scratch"/> for bf16.</summary>
+    static float* AsFloat(nint data, long start, int n, bool bf16, float* scratch)
+    {
+        if (!bf16) return (float*)data + start;
+        Bf16.ToFloat((ushort*)data + start, scratch, n);
+        return scratch;
     }
 
     static double SquaredSum(float* x, float* y, int n)
