@@ -48,7 +48,12 @@ internal static unsafe class FusedCpuKernels
         return Unsafe.AsPointer(ref MemoryMarshal.GetReference(first.bytes));
     }
 
-    static int Threads => Math.Max(1, torch.get_num_threads());
+    /// <summary>Parallelism of the calling thread's kernels: torch's intra-op thread count unless overridden here
+    /// (per thread; tests use it to show results do not depend on it without touching torch's process-wide setting).</summary>
+    internal static int? ThreadsOverride { get => t_threads; set => t_threads = value; }
+    [ThreadStatic] static int? t_threads;
+
+    static int Threads => Math.Max(1, ThreadsOverride ?? torch.get_num_threads());
 
     static (int Segment, long Start, int Count)[] Chunks(ReadOnlySpan<long> lengths)
     {
