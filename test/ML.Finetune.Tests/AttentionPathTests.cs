@@ -78,4 +78,24 @@ public class AttentionPathTests
         foreach (var (n, g) in grads[0])
             Assert.True(Fixtures.MaxAbsDiff(g, grads[1][n]) < 1e-5, $"gradient of {n}");
     }
+
+    [Fact]
+    public void LongBf16AttentionTakesTheFusedKernel_AndAgreesWithEager()
+    {
+        using var scope = NewDisposeScope();
+        using var g = new Generator(4);
+        long s = Attention.Bf16FusedMinKeys + 37;
+        Tensor R() => torch.randn([1, 2, s, 16], generator: g).to_type(ScalarType.BFloat16);
+        var (q, k, v) = (R(), R(), R());
+        var fused = Attention.Compute(q, k, v, null, gpt2Scaling: false, 0, false);
+        Attention.UseFusedKernel = false;
+        Tensor eager;
+        try { eager = Attention.Compute(q, k, v, null, gpt2Scaling: false, 0, false); }
+        finally { Attention.UseFusedKernel = true; }
+        // The masks agree too: the last query sees every key, the first only itself (so its output is v[0]).
+        Assert.True(Fixtures.MaxAbsDiff(fused.to_type(ScalarType.Float32), eager.to_type(ScalarType.Float32)) < 3e-2);
+        Assert.True(Fixtures.MaxAbsDiff(fused[.., .., 0].to_type(ScalarType.Float32), v[.., .., 0].to_type(ScalarType.Float32)) < 1e-2);
+        Assert.Null(Attention.MaskFor(torch.ones(1, s, dtype: ScalarType.Int64), 0, s, ScalarType.BFloat16));
+        Assert.NotNull(Attention.MaskFor(torch.ones(1, 128, dtype: ScalarType.Int64), 0, 128, ScalarType.BFloat16)); // short bf16: eager, masked
+    }
 }

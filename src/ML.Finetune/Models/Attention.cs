@@ -34,31 +34,37 @@ internal static class Attention
     }
 
     /// <summary>
-    /// True (default): float32 attention runs through torch's scaled_dot_product_attention (fused CPU kernel; the
-    /// [B, H, T, S] probabilities are not kept for backward). Other dtypes stay eager: measured at the benchmark
-    /// shape ([4, 12, 128, 64], 2 threads, `bench --kernel-probe`, bench/results/kernel-probe.txt), forward + backward
-    /// took fused 12–13 / eager 14–24 ms in float32 but fused 14 / eager 3.3 ms in bf16 (libtorch 2.10's CPU flash
-    /// kernel has no fast bf16 path at this size).
-    /// False: <see cref="Eager"/> everywhere, the written-out reference the fused path is tested against.
+    /// True (default): attention runs through torch's scaled_dot_product_attention (fused CPU kernel; the
+    /// [B, H, T, S] probabilities are not kept for backward) in float32, and in bf16 from
+    /// <see cref="Bf16FusedMinKeys"/> keys on; otherwise eager. Measured forward + backward, 12 heads of 64, 2 threads
+    /// (`bench --kernel-probe`, bench/results/kernel-probe.txt, noisy at the short end): float32 [4,·,128] fused 9–16 /
+    /// eager 8–21 ms, [1,·,512] 26–47 / 51–63 ms, [1,·,1024] 60–129 / 690–829 ms; bf16 [4,·,128] 12–18 / 3–4 ms,
+    /// [1,·,512] 21–26 / 10–18 ms, [1,·,1024] 46–55 / 196–233 ms (libtorch 2.10's CPU flash kernel has no fast bf16
+    /// path for short sequences). False: <see cref="Eager"/> everywhere, the
+    /// written-out reference the fused path is tested against.
     /// </summary>
     internal static bool UseFusedKernel { get => !t_eager; set => t_eager = !value; }
 
     // Per thread, so a test comparing the two paths cannot switch another test's forward.
     [ThreadStatic] static bool t_eager;
 
-    static bool Fused(ScalarType dtype) => UseFusedKernel && dtype == ScalarType.Float32;
+    /// <summary>Key length from which bf16 attention takes the fused kernel (eager wins at 512, fused 4× at 1024).</summary>
+    internal const long Bf16FusedMinKeys = 1024;
+
+    static bool Fused(ScalarType dtype, long keys) =>
+        UseFusedKernel && (dtype == ScalarType.Float32 || (dtype == ScalarType.BFloat16 && keys >= Bf16FusedMinKeys));
 
     /// <summary>
     /// The additive mask for a forward, or null when plain causal masking is exact and the fused kernel will run:
-    /// float32, no cache/prefix (past 0) and no padding anywhere in the mask (the kernel applies causality itself).
+    /// no cache/prefix (past 0) and no padding anywhere in the mask (the kernel applies causality itself).
     /// </summary>
     public static Tensor? MaskFor(Tensor mask2d, long past, long t, ScalarType dtype) =>
-        Fused(dtype) && past == 0 && mask2d.shape[1] == t && mask2d.ne(0).all().item<bool>() ? null : CausalMask(mask2d, past, t, dtype);
+        Fused(dtype, mask2d.shape[1]) && past == 0 && mask2d.shape[1] == t && mask2d.ne(0).all().item<bool>() ? null : CausalMask(mask2d, past, t, dtype);
 
     /// <summary>softmax(q kᵀ / √D + mask) v; a null mask means causal without padding (see <see cref="MaskFor"/>).</summary>
     public static Tensor Compute(Tensor q, Tensor k, Tensor v, Tensor? additiveMask, bool gpt2Scaling, double dropout, bool training)
     {
-        if (Fused(q.dtype))
+        if (Fused(q.dtype, k.shape[2]))
             return nn.functional.scaled_dot_product_attention(q, k, v, additiveMask, training ? dropout : 0.0, additiveMask is null); // last argument: is_causal
         additiveMask ??= CausalMask(torch.ones(q.shape[0], k.shape[2], dtype: ScalarType.Int64, device: q.device), k.shape[2] - q.shape[2], q.shape[2], q.dtype);
         double d = q.shape[^1];
