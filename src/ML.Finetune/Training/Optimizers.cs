@@ -16,6 +16,7 @@ public enum OptimizerKind { AdamW, Sgd }
 public abstract class FinetuneOptimizer : IDisposable
 {
     private readonly Tensor?[] _masters;
+    private Tensor?[] _grads = []; // the gradients of the step in progress
 
     private protected FinetuneOptimizer(IReadOnlyList<(string Name, Tensor Parameter)> parameters, double weightDecay)
     {
@@ -46,7 +47,9 @@ public abstract class FinetuneOptimizer : IDisposable
     /// <summary>One update with learning rate <paramref name="lr"/>, gradients multiplied by <paramref name="gradientScale"/> first.</summary>
     public void Step(double lr, double gradientScale = 1.0)
     {
-        var active = Enumerable.Range(0, Parameters.Count).Where(i => Parameters[i].Parameter.grad is not null).ToArray();
+        // Each .grad read wraps the native gradient in a new Tensor: read them once per step.
+        _grads = Parameters.Select(p => p.Parameter.grad).ToArray();
+        var active = Enumerable.Range(0, Parameters.Count).Where(i => _grads[i] is not null).ToArray();
         if (active.Length == 0) return;
         using var _ = torch.no_grad();
         EnsureSlots(active);
@@ -57,7 +60,7 @@ public abstract class FinetuneOptimizer : IDisposable
 
     bool Fusable(int i)
     {
-        var p = Parameters[i].Parameter; var g = p.grad!;
+        var p = Parameters[i].Parameter; var g = _grads[i]!;
         return FusedCpuKernels.IsAddressable(p) && FusedCpuKernels.IsAddressable(g) && g.dtype == p.dtype && g.numel() == p.numel();
     }
 
@@ -71,7 +74,7 @@ public abstract class FinetuneOptimizer : IDisposable
     /// <summary>The gradient as the update sees it: in the values' dtype, times the scale (a new tensor only when needed).</summary>
     protected Tensor Gradient(int i, double scale)
     {
-        var g = Parameters[i].Parameter.grad!;
+        var g = _grads[i]!;
         if (_masters[i] is not null) g = g.to_type(ScalarType.Float32);
         return scale == 1.0 ? g : g.mul(scale);
     }
@@ -82,7 +85,7 @@ public abstract class FinetuneOptimizer : IDisposable
     private protected unsafe UpdateSegment Segment(int i, Tensor? slot1, Tensor? slot2)
     {
         var p = Parameters[i].Parameter;
-        return new UpdateSegment(FusedCpuKernels.Address(p), FusedCpuKernels.Address(p.grad!),
+        return new UpdateSegment(FusedCpuKernels.Address(p), FusedCpuKernels.Address(_grads[i]!),
             _masters[i] is Tensor m ? (float*)FusedCpuKernels.Address(m) : null,
             slot1 is null ? null : (float*)FusedCpuKernels.Address(slot1), slot2 is null ? null : (float*)FusedCpuKernels.Address(slot2),
             p.numel(), p.dtype == ScalarType.BFloat16, Decays[i]);
@@ -99,14 +102,16 @@ public abstract class FinetuneOptimizer : IDisposable
     /// <summary>Re-reads the master copies from the weights (after the weights were set from outside).</summary>
     public void SyncMasters()
     {
+        for (int i = 0; i < Parameters.Count; i++) SyncMaster(i);
+    }
+
+    void SyncMaster(int i)
+    {
         using var _ = torch.no_grad();
-        for (int i = 0; i < Parameters.Count; i++)
-        {
-            _masters[i]?.Dispose();
-            _masters[i] = NeedsMaster(Parameters[i].Parameter)
-                ? Parameters[i].Parameter.detach().to_type(ScalarType.Float32).contiguous().clone().DetachFromDisposeScope()
-                : null;
-        }
+        _masters[i]?.Dispose();
+        _masters[i] = NeedsMaster(Parameters[i].Parameter)
+            ? Parameters[i].Parameter.detach().to_type(ScalarType.Float32).contiguous().clone().DetachFromDisposeScope()
+            : null;
     }
 
     /// <summary>Drops the gradients (PyTorch's set_to_none): the next backward hands its gradient buffers over instead
@@ -131,10 +136,12 @@ public abstract class FinetuneOptimizer : IDisposable
     /// <summary>Restores what <see cref="GetState"/> returned; masters missing from the state are re-read from the weights.</summary>
     public void SetState(IReadOnlyDictionary<string, Tensor> state)
     {
-        SyncMasters();
         for (int i = 0; i < Parameters.Count; i++)
-            if (_masters[i] is not null && state.ContainsKey($"master.{Parameters[i].Name}"))
+        {
+            if (NeedsMaster(Parameters[i].Parameter) && state.ContainsKey($"master.{Parameters[i].Name}"))
                 LoadSlot(state, "master", i, ref _masters[i]);
+            else SyncMaster(i);
+        }
         LoadState(state);
     }
 
