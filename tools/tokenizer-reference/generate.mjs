@@ -65,9 +65,28 @@ function llama2Metaspace(llama2) {
     files: { "edit.json": Buffer.from(JSON.stringify(edit, null, 2)) } };
 }
 
+// Added-token flags (lstrip, rstrip, single_word, normalized, special) on Llama 2's file: tokens appended to
+// added_tokens (added.json), with strings that exercise each flag.
+function llama2Added(llama2) {
+  const tok = (id, content, o) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: false, ...o });
+  // Ids as HF assigns them ("word" is in the vocabulary); non-special tokens first, so that they keep their ids in
+  // the split_special_tokens reference, which drops the special ones.
+  const added = [
+    tok(2186, "word", { single_word: true }),
+    tok(32000, "hi there", { normalized: true }),
+    tok(32001, "<\u03a9>", { lstrip: true, rstrip: true }),
+    tok(32002, "<mask>", { lstrip: true, special: true }),
+    tok(32003, "[END]", { rstrip: true, special: true }),
+  ];
+  const extra = ["a <mask> b", "a   <mask>b", "\t<mask>", "x[END]   y", "[END]\n\nz", "word words sword word. wordy (word)", "a_word wörd 2word",
+    "say hi there now", "hi there", "  hi there", "hi  there", "Hi there", "<\u03a9>", " <\u03a9> x", "a<mask>[END]b", "<mask><mask>  [END]  [END]"];
+  return { name: "llama2-added", json: { ...llama2.json, added_tokens: [...llama2.json.added_tokens, ...added] }, config: llama2.config,
+    files: { "added.json": Buffer.from(JSON.stringify(added, null, 2)) }, extra };
+}
+
 const llama3 = lenml("llama3", "tokenizer-llama3");
 const llama2 = lenml("llama2", "tokenizer-llama2");
-const families = [gpt2(), llama3, llama31(llama3), lenml("qwen3", "tokenizer-qwen3"), llama2, llama2Metaspace(llama2)];
+const families = [gpt2(), llama3, llama31(llama3), lenml("qwen3", "tokenizer-qwen3"), llama2, llama2Metaspace(llama2), llama2Added(llama2)];
 
 // ---- helpers ----
 const toUtf16 = (text) => { // code-point offsets (what the binding returns) -> UTF-16 offsets
@@ -76,7 +95,7 @@ const toUtf16 = (text) => { // code-point offsets (what the binding returns) -> 
   return (o) => map[o];
 };
 const specialsOf = (json) => json.added_tokens.filter((t) => t.special).map((t) => t.content);
-const shortSpecials = (json) => json.added_tokens.map((t) => t.content).filter((c) => !/reserved_special_token_\d+/.test(c) || /_0\|/.test(c)).slice(0, 12);
+const shortSpecials = (json) => json.added_tokens.map((t) => t.content).filter((c) => !/reserved_special_token_\d+/.test(c) || /_0\|/.test(c)).slice(0, 14);
 
 // HF's encode_special_tokens (transformers' split_special_tokens) is not exposed by the Node binding: the same effect is
 // the tokenizer without its special added tokens (they are then ordinary text). Non-special added tokens stay.
@@ -136,7 +155,7 @@ for (const fam of families) {
     if (data.length > 32 * 1024) fs.writeFileSync(path.join(dir, file + ".gz"), gz(data));
     else fs.writeFileSync(path.join(dir, file), data);
   }
-  const r = await run(fam, corpus(shortSpecials(fam.json)), fuzz);
+  const r = await run(fam, [...corpus(shortSpecials(fam.json)), ...(fam.extra ?? [])], fuzz);
   reference.families[fam.name] = { specials: specialsOf(fam.json), crossCheck: r.crossCheck, cases: r.cases };
   fuzzOut.families[fam.name] = r.fuzz;
 }
