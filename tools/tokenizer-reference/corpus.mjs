@@ -47,7 +47,7 @@ const base = [
   "❤️ heart with VS16", "✌🏿 skin tone", "🧑‍💻 technologist", "1️⃣ keycap", "😀😃😄😁😆😅😂🤣",
   // supplementary-plane letters and digits
   "𝐀𝐁𝐂 bold", "𝐇𝐞𝐥𝐥𝐨 𝐰𝐨𝐫𝐥𝐝", "𝟎𝟏𝟐𝟑 bold digits", "𝟘𝟙𝟚 double-struck", "a 𝐛 c", " 𝐱", "𝐈'𝐬 𝐈'𝐥𝐥",
-  "𝐝𝐨𝐧'𝐭 𝐰𝐞'𝐫𝐞", "x 𝟏𝟐𝟑𝟒𝟓", "𠀀𠀁𠀂 CJK extension B", "𪚥 rare ideograph", "a𠀀b 𠀀 c", "𐍈 Gothic hwair",
+  "𝐝𝐨𝐧'𝐭 𝐰𝐞'𝐫𝐞", "𝐈'll be there", "𝐈's 𝐈'm 𝐈'd 𝐈've", "x𝐀's", "1𝟐3", "Hello𝐖orld's", "x 𝟏𝟐𝟑𝟒𝟓", "𠀀𠀁𠀂 CJK extension B", "𪚥 rare ideograph", "a𠀀b 𠀀 c", "𐍈 Gothic hwair",
   "𐐷𐐸 Deseret", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 Fraktur", "𝒜𝒷𝒸 script", " 𝐀 𝐁", "𝐀\t𝐁\n𝐂", "𝟏,𝟐𝟑𝟒", "𞤀𞤁 Adlam", "𑀅 Brahmi",
   // byte fallback candidates (rare characters)
   "☃ snowman", "⛄ ⛅ ⛈", "\ue000 private use", "\u{f0000} plane 15 private", "\ufffd replacement", "ꙮ multiocular O",

@@ -62,6 +62,9 @@ internal static class CausalLMTokenizerLoader
                 $"Invalid tokenizer file '{entry.File}': field '{entry.Field}' names {role} token '{entry.Token}', which is not in the tokenizer's vocabulary ({loaded.SourceFile}).");
         }
         int? bos = Resolve(bosE, "BOS"), eos = Resolve(eosE, "EOS"), pad = Resolve(padE, "PAD");
+        // No config names them: a template's single leading / trailing special token is BOS / EOS.
+        bos ??= hf.SpecialPrefixIds.Count == 1 ? hf.SpecialPrefixIds[0] : null;
+        eos ??= hf.SpecialSuffixIds.Count == 1 ? hf.SpecialSuffixIds[0] : null;
         if (cfg.AddBosToken is not null || cfg.AddEosToken is not null)
             hf = hf.With(postProcessor: PostProcessor.FromBosEos(cfg.AddBosToken == true ? bos : null, cfg.AddEosToken == true ? eos : null));
 

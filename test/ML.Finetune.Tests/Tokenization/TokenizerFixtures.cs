@@ -63,23 +63,49 @@ internal static class TokenizerFixtures
         string own = Path.Combine(Root, family);
         CopyFiles(own, dir, f => f.StartsWith("tokenizer_config", StringComparison.Ordinal));
         string tj = Path.Combine(dir, "tokenizer.json");
-        var root = JsonNode.Parse(File.ReadAllText(tj))!.AsObject();
         switch (family)
         {
             case "llama3.1":
-                root["post_processor"] = JsonNode.Parse(File.ReadAllText(Path.Combine(own, "post_processor.json")));
+                EditTokenizerJson(tj, new() { ["post_processor"] = JsonNode.Parse(File.ReadAllText(Path.Combine(own, "post_processor.json"))) });
                 break;
             case "llama2-metaspace":
-                foreach (var kv in JsonNode.Parse(File.ReadAllText(Path.Combine(own, "edit.json")))!.AsObject())
-                    root[kv.Key] = kv.Value?.DeepClone();
+                EditTokenizerJson(tj, JsonNode.Parse(File.ReadAllText(Path.Combine(own, "edit.json")))!.AsObject()
+                    .ToDictionary(kv => kv.Key, kv => kv.Value?.DeepClone()));
                 break;
             case "llama2-added":
-                foreach (var t in JsonNode.Parse(File.ReadAllText(Path.Combine(own, "added.json")))!.AsArray())
-                    root["added_tokens"]!.AsArray().Add(t!.DeepClone());
+                EditTokenizerJson(tj, new(), JsonNode.Parse(File.ReadAllText(Path.Combine(own, "added.json")))!.AsArray());
                 break;
         }
-        File.WriteAllText(tj, root.ToJsonString(new JsonSerializerOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));
         return dir;
+    }
+
+    /// <summary>
+    /// Rewrites a tokenizer.json with some top-level fields replaced and tokens appended to added_tokens, streaming
+    /// (JsonDocument in, Utf8JsonWriter out): a 10 MB file in a fraction of a second.
+    /// </summary>
+    public static void EditTokenizerJson(string path, Dictionary<string, JsonNode?> replace, JsonArray? appendAddedTokens = null)
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
+        using var stream = new MemoryStream();
+        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+        {
+            w.WriteStartObject();
+            foreach (var p in doc.RootElement.EnumerateObject())
+            {
+                w.WritePropertyName(p.Name);
+                if (replace.TryGetValue(p.Name, out var node)) { if (node is null) w.WriteNullValue(); else node.WriteTo(w); }
+                else if (p.Name == "added_tokens" && appendAddedTokens is not null)
+                {
+                    w.WriteStartArray();
+                    foreach (var t in p.Value.EnumerateArray()) t.WriteTo(w);
+                    foreach (var t in appendAddedTokens) t!.WriteTo(w);
+                    w.WriteEndArray();
+                }
+                else p.Value.WriteTo(w);
+            }
+            w.WriteEndObject();
+        }
+        File.WriteAllBytes(path, stream.ToArray());
     }
 
     private static void CopyFiles(string from, string to, Func<string, bool>? include = null)
