@@ -71,7 +71,6 @@ public sealed class HfTokenizer : Tokenizer
     /// <summary>Ids the post-processor puts before / after the text when special tokens are added.</summary>
     public IReadOnlyList<int> SpecialPrefixIds => _post.Prefix;
     public IReadOnlyList<int> SpecialSuffixIds => _post.Suffix;
-    internal HfModel Model => _model;
 
     public int? TokenToId(string token) => _addedByContent.TryGetValue(token, out int id) ? id : _model.TokenToId(token);
     public string? IdToToken(int id) => _addedById.TryGetValue(id, out var a) ? a.Token.Content : _model.IdToToken(id);
