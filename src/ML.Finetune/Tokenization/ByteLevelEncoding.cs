@@ -1,5 +1,4 @@
 using System.Text;
-using System.Text.RegularExpressions;
 
 namespace ML.Finetune.Tokenization;
 
@@ -9,7 +8,8 @@ namespace ML.Finetune.Tokenization;
 /// </summary>
 public static class ByteLevelEncoding
 {
-    /// <summary>The GPT-2 pre-tokenization regex (contractions, letters, numbers, other, whitespace).</summary>
+    /// <summary>The GPT-2 pre-tokenization regex (contractions, letters, numbers, other, whitespace), in Oniguruma's
+    /// semantics: run it through <c>UnicodeRegex</c>, which matches supplementary-plane letters as letters.</summary>
     public const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
     private static readonly char[] s_byteToChar = BuildTable();
@@ -60,6 +60,4 @@ public static class ByteLevelEncoding
         }
         return true;
     }
-
-    internal static Regex CreateGpt2Regex() => new(Gpt2Pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant);
 }

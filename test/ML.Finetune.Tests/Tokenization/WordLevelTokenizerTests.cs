@@ -21,7 +21,7 @@ public class WordLevelTokenizerTests
 
         Assert.True(File.Exists(dir.File("tokenizer.json")));
         Assert.True(File.Exists(dir.File("tokenizer_config.json")));
-        Assert.IsType<WordLevelTokenizer>(tok.Tokenizer);
+        Assert.Equal("WordLevel", Assert.IsType<HfTokenizer>(tok.Tokenizer).ModelType);
         Assert.Equal(12, tok.VocabSize); // 8 words + <unk> <s> </s> <pad>
         Assert.Equal(9, tok.BosId);
         Assert.Equal(10, tok.EosId);
@@ -88,7 +88,8 @@ public class WordLevelTokenizerTests
         {"added_tokens": [{"id": 3, "content": "[BOS]", "special": true}],
          "normalizer": {"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Lowercase"}]},
          "pre_tokenizer": {"type": "WhitespaceSplit"},
-         "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "[BOS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}]},
+         "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "[BOS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                            "special_tokens": {"[BOS]": {"id": "[BOS]", "ids": [3], "tokens": ["[BOS]"]}}},
          "model": {"type": "WordLevel", "vocab": {"[UNK]": 0, "hello": 1, "world": 2, "[BOS]": 3}, "unk_token": "[UNK]"}}
         """);
         var tok = CausalLMTokenizer.FromFolder(dir.Path);
