@@ -14,10 +14,13 @@ Sources (git directories of public repositories, read with `git show`; nothing i
   --openvino    openvinotoolkit/openvino.genai (Apache-2.0): tests/python_tests/data/tokenizer_configs.py, the
                 chat_template and special tokens of ~170 hub models' tokenizer_config.json
   --ollama      ollama/ollama (MIT): template/index.json, hub templates it recognises
+                (llama.cpp's tests/test-chat-template.cpp adds ~35 more templates as C++ string literals)
+  --hfjs        huggingface/huggingface.js (MIT): packages/jinja/test/e2e.test.js, hub templates its Jinja port is
+                tested on (JavaScript string literals, decoded here)
   --trl         huggingface/trl (Apache-2.0): trl/chat_templates/*_training.jinja, model templates with
                 `{% generation %}` blocks added for assistant-only loss (written to generation-templates/)
 
-Usage: python3 collect_templates.py --llama-cpp DIR --openvino DIR --ollama DIR --trl DIR --out test/ML.Finetune.Tests/Chat/Fixtures
+Usage: python3 collect_templates.py --llama-cpp DIR --openvino DIR --ollama DIR --hfjs DIR --trl DIR --out test/ML.Finetune.Tests/Chat/Fixtures
 """
 import argparse, json, os, subprocess
 
@@ -67,11 +70,79 @@ def git_ls(repo, path):
     return [line for line in out.splitlines() if line]
 
 
+C_ESCAPES = {'n': '\n', 't': '\t', 'r': '\r', '\\': '\\', '"': '"', "'": "'", '`': '`', '0': '\0', 'b': '\b', 'f': '\f', 'v': '\v'}
+
+
+def read_literal(text, i):
+    """Reads a C++/JavaScript string literal starting at text[i] (the quote); returns (value, index after it)."""
+    quote = text[i]
+    out = []
+    i += 1
+    while text[i] != quote:
+        c = text[i]
+        if c == '\\':
+            e = text[i + 1]
+            if e == 'u' and text[i + 2] == '{':
+                end = text.index('}', i)
+                out.append(chr(int(text[i + 3:end], 16)))
+                i = end + 1
+                continue
+            if e in 'ux':
+                n = 4 if e == 'u' else 2
+                out.append(chr(int(text[i + 2:i + 2 + n], 16)))
+                i += 2 + n
+                continue
+            if e == '\n':  # line continuation
+                i += 2
+                continue
+            out.append(C_ESCAPES[e])
+            i += 2
+            continue
+        if quote == '`' and text.startswith('${', i):
+            raise ValueError('template literal with interpolation')
+        out.append(c)
+        i += 1
+    return ''.join(out), i + 1
+
+
+def cpp_templates(source):
+    """The template_str literals of llama.cpp's test-chat-template.cpp (skipping commented-out lines)."""
+    marker = '/* .template_str= */'
+    for line in source.splitlines():
+        at = line.find(marker)
+        if at < 0 or line.lstrip().startswith('//'):
+            continue
+        rest = line[at + len(marker):].lstrip()
+        for prefix in ('U8C(', 'u8'):
+            if rest.startswith(prefix):
+                rest = rest[len(prefix):]
+        if rest.startswith('"'):
+            yield read_literal(rest, 0)[0]
+
+
+def js_templates(source):
+    """The `chat_template:` string literals of huggingface.js's e2e tests."""
+    at = 0
+    while (at := source.find('chat_template:', at)) >= 0:
+        i = at + len('chat_template:')
+        while source[i] in ' \t\r\n':
+            i += 1
+        at = i
+        if source[i] not in '"\'`':
+            continue
+        try:
+            value, _ = read_literal(source, i)
+        except ValueError:
+            continue
+        yield value
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--llama-cpp', required=True)
     ap.add_argument('--openvino', required=True)
     ap.add_argument('--ollama', required=True)
+    ap.add_argument('--hfjs', required=True)
     ap.add_argument('--trl', required=True)
     ap.add_argument('--out', required=True)
     args = ap.parse_args()
@@ -81,7 +152,7 @@ def main():
     exec(git_show(args.openvino, 'HEAD', ov_path), ns)
     openvino = ns['get_tokenizer_configs']()
     heads = {'llama.cpp': git_head(args.llama_cpp), 'openvino': git_head(args.openvino), 'ollama': git_head(args.ollama),
-             'trl': git_head(args.trl)}
+             'trl': git_head(args.trl), 'hfjs': git_head(args.hfjs)}
 
     os.makedirs(os.path.join(args.out, 'templates'), exist_ok=True)
     sources = ['# Reference chat templates', '',
@@ -159,6 +230,13 @@ def main():
     for i, entry in enumerate(index):
         add(f'ollama/{i:02d}-{entry["name"]}', entry['template'], GENERIC_TOKENS,
             f'ollama/ollama@{heads["ollama"][:12]} template/index.json (MIT)')
+
+    cpp_path = 'tests/test-chat-template.cpp'
+    for i, template in enumerate(cpp_templates(git_show(args.llama_cpp, heads['llama.cpp'], cpp_path))):
+        add(f'llama.cpp-test/{i:02d}', template, GENERIC_TOKENS, f'ggml-org/llama.cpp@{heads["llama.cpp"][:12]} {cpp_path} (MIT)')
+    js_path = 'packages/jinja/test/e2e.test.js'
+    for i, template in enumerate(js_templates(git_show(args.hfjs, heads['hfjs'], js_path))):
+        add(f'huggingface.js/{i:02d}', template, GENERIC_TOKENS, f'huggingface/huggingface.js@{heads["hfjs"][:12]} {js_path} (MIT)')
 
     os.makedirs(os.path.join(args.out, 'sweep'), exist_ok=True)
     with open(os.path.join(args.out, 'sweep', 'templates.json'), 'w', encoding='utf-8') as f:

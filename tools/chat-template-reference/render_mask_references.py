@@ -16,7 +16,12 @@ import argparse, json, os
 import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer
+from transformers.utils import chat_template_utils
 from transformers.utils.chat_template_utils import render_jinja_template
+
+from render_references import _FixedClock
+
+chat_template_utils.datetime = _FixedClock  # the same strftime_now clock as the other references
 
 CONTROL_TOKENS = [
     '<|im_start|>', '<|im_end|>', '<|endoftext|>', '<|begin_of_text|>', '<|start_header_id|>', '<|end_header_id|>',

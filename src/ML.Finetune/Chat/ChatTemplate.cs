@@ -176,7 +176,7 @@ public sealed class ChatTemplate
             return new ChatRendering(text, spans, AssistantSpanMethod.GenerationBlocks);
         }
         return new ChatRendering(text, AssistantSpanFinder.Find(messages, text,
-            (count, addPrompt) => template.RenderPython(Variables(python.Take(count).ToList(), addPrompt, options), options?.Now).Text,
+            (variant, addPrompt) => template.RenderPython(Variables(variant.Select(m => m.ToPython()).ToList(), addPrompt, options), options?.Now).Text,
             controlTokens.Where(t => t.Length > 1).Distinct(StringComparer.Ordinal).ToList()),
             AssistantSpanMethod.PrefixDiff);
     }

@@ -563,9 +563,10 @@ internal sealed class Parser
         if (t.IsOp("."))
         {
             var attr = Next();
-            if (attr.Kind == TokenKind.Name) return new GetAttrExpr(node, attr.Text, t.Line, t.Column);
+            // A postfix expression keeps the position where the whole expression starts.
+            if (attr.Kind == TokenKind.Name) return new GetAttrExpr(node, attr.Text, node.Line, node.Column);
             if (attr.Kind != TokenKind.Integer) throw Fail("expected name or number", attr);
-            return new GetItemExpr(node, new ConstExpr(attr.Value, attr.Line, attr.Column), t.Line, t.Column);
+            return new GetItemExpr(node, new ConstExpr(attr.Value, attr.Line, attr.Column), node.Line, node.Column);
         }
         var args = new List<Expr>();
         while (!Current.IsOp("]"))
@@ -575,7 +576,7 @@ internal sealed class Parser
         }
         Expect(TokenKind.Operator, "]");
         var key = args.Count == 1 ? args[0] : new TupleExpr(args, t.Line, t.Column);
-        return new GetItemExpr(node, key, t.Line, t.Column);
+        return new GetItemExpr(node, key, node.Line, node.Column);
     }
 
     private Expr ParseSubscribed()
@@ -644,11 +645,7 @@ internal sealed class Parser
         return new Arguments(positional, keywords, dynArgs, dynKwargs);
     }
 
-    private CallExpr ParseCall(Expr node)
-    {
-        var t = Current;
-        return new CallExpr(node, ParseCallArgs(), t.Line, t.Column);
-    }
+    private CallExpr ParseCall(Expr node) => new(node, ParseCallArgs(), node.Line, node.Column);
 
     private FilterExpr? ParseFilter(Expr? node, bool startInline)
     {

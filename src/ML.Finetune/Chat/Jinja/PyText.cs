@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Text;
 
 namespace ML.Finetune.Chat.Jinja;
@@ -279,9 +278,9 @@ internal static partial class PyText
         return n;
     }
 
-    // ---- case mapping (Python's full Unicode mapping) ----
+    // ---- case mapping: Python's tables (PyCaseData.cs), not .NET's invariant casing ----
 
-    public static string Upper(string s) => MapEach(s, s_upperMulti, UpperRune);
+    public static string Upper(string s) => MapEach(s, s_upperMulti, s_upperRuns);
 
     public static string Lower(string s)
     {
@@ -290,9 +289,8 @@ internal static partial class PyText
         for (int i = 0; i < runes.Length; i++)
         {
             int cp = runes[i];
-            if (cp == 0x3A3) sb.Append(FinalSigma(runes, i) ? 'ς' : 'σ');
-            else if (s_lowerMulti.TryGetValue(cp, out var multi)) sb.Append(multi);
-            else AppendRune(sb, LowerRune(cp));
+            if (cp == 0x3A3) sb.Append(FinalSigma(runes, i) ? '\u03C2' : '\u03C3');
+            else AppendMapped(sb, cp, s_lowerMulti, s_lowerRuns);
         }
         return sb.ToString();
     }
@@ -300,12 +298,15 @@ internal static partial class PyText
     /// <summary>Python's <c>str.title()</c>: title-case a character after an uncased one, lower-case it after a cased one.</summary>
     public static string Title(string s)
     {
+        var runes = Runes(s);
         var sb = new StringBuilder(s.Length);
         bool previousCased = false;
-        foreach (int cp in Runes(s))
+        for (int i = 0; i < runes.Length; i++)
         {
-            if (previousCased) AppendLower(sb, cp);
-            else AppendTitle(sb, cp);
+            int cp = runes[i];
+            if (!previousCased) AppendMapped(sb, cp, s_titleMulti, s_titleRuns);
+            else if (cp == 0x3A3) sb.Append(FinalSigma(runes, i) ? '\u03C2' : '\u03C3');
+            else AppendMapped(sb, cp, s_lowerMulti, s_lowerRuns);
             previousCased = IsCased(cp);
         }
         return sb.ToString();
@@ -317,65 +318,72 @@ internal static partial class PyText
         var runes = Runes(s);
         if (runes.Length == 0) return s;
         var sb = new StringBuilder(s.Length);
-        AppendTitle(sb, runes[0]);
-        sb.Append(Lower(FromRunes(runes[1..])));
+        AppendMapped(sb, runes[0], s_titleMulti, s_titleRuns);
+        for (int i = 1; i < runes.Length; i++)
+        {
+            if (runes[i] == 0x3A3) sb.Append(FinalSigma(runes, i) ? '\u03C2' : '\u03C3');
+            else AppendMapped(sb, runes[i], s_lowerMulti, s_lowerRuns);
+        }
         return sb.ToString();
     }
 
+    /// <summary>Python's <c>str.swapcase()</c>.</summary>
     public static string SwapCase(string s)
     {
         var sb = new StringBuilder(s.Length);
         foreach (int cp in Runes(s))
         {
-            var r = new Rune(cp);
-            if (Rune.IsUpper(r)) AppendLower(sb, cp);
-            else if (Rune.IsLower(r)) sb.Append(Upper(FromRune(cp)));
-            else AppendRune(sb, cp);
+            // Python swaps upper- and lower-case letters and leaves the rest (title-case letters included).
+            string one = FromRune(cp);
+            string lower = Lower(one), upper = Upper(one);
+            if (upper == one && lower != one) sb.Append(lower);
+            else if (lower == one && upper != one) sb.Append(upper);
+            else sb.Append(one);
         }
         return sb.ToString();
     }
 
     /// <summary>Whether Python considers the code point cased (Lu, Ll, Lt, Other_Lowercase, Other_Uppercase).</summary>
-    public static bool IsCased(int cp)
+    public static bool IsCased(int cp) => InRanges(cp, s_cased);
+
+    private static bool IsCaseIgnorable(int cp) => InRanges(cp, s_caseIgnorable);
+
+    private static string MapEach(string s, Dictionary<int, string> multi, (int First, int Last, int Step, int Delta)[] runs)
     {
-        var cat = CharUnicodeInfo.GetUnicodeCategory(cp);
-        if (cat is UnicodeCategory.UppercaseLetter or UnicodeCategory.LowercaseLetter or UnicodeCategory.TitlecaseLetter) return true;
-        int lo = 0, hi = s_extraCased.Length - 1;
+        var sb = new StringBuilder(s.Length);
+        foreach (int cp in Runes(s)) AppendMapped(sb, cp, multi, runs);
+        return sb.ToString();
+    }
+
+    private static void AppendMapped(StringBuilder sb, int cp, Dictionary<int, string> multi, (int First, int Last, int Step, int Delta)[] runs)
+    {
+        if (multi.TryGetValue(cp, out var m))
+        {
+            sb.Append(m);
+            return;
+        }
+        int lo = 0, hi = runs.Length - 1, found = -1;
         while (lo <= hi)
         {
             int mid = (lo + hi) / 2;
-            if (cp < s_extraCased[mid].First) hi = mid - 1;
-            else if (cp > s_extraCased[mid].Last) lo = mid + 1;
+            if (runs[mid].First <= cp) { found = mid; lo = mid + 1; }
+            else hi = mid - 1;
+        }
+        if (found >= 0 && cp <= runs[found].Last && (cp - runs[found].First) % runs[found].Step == 0) cp += runs[found].Delta;
+        AppendRune(sb, cp);
+    }
+
+    private static bool InRanges(int cp, (int First, int Last)[] ranges)
+    {
+        int lo = 0, hi = ranges.Length - 1;
+        while (lo <= hi)
+        {
+            int mid = (lo + hi) / 2;
+            if (cp < ranges[mid].First) hi = mid - 1;
+            else if (cp > ranges[mid].Last) lo = mid + 1;
             else return true;
         }
         return false;
-    }
-
-    private static int LowerRune(int cp) => Rune.IsValid(cp) ? Rune.ToLowerInvariant(new Rune(cp)).Value : cp;
-    private static int UpperRune(int cp) => Rune.IsValid(cp) ? Rune.ToUpperInvariant(new Rune(cp)).Value : cp;
-
-    private static void AppendLower(StringBuilder sb, int cp)
-    {
-        if (s_lowerMulti.TryGetValue(cp, out var multi)) sb.Append(multi);
-        else AppendRune(sb, cp == 0x3A3 ? 0x3C3 : LowerRune(cp));
-    }
-
-    private static void AppendTitle(StringBuilder sb, int cp)
-    {
-        if (s_titleMulti.TryGetValue(cp, out var multi)) sb.Append(multi);
-        else if (s_titleSingle.TryGetValue(cp, out int single)) AppendRune(sb, single);
-        else AppendRune(sb, UpperRune(cp));
-    }
-
-    private static string MapEach(string s, Dictionary<int, string> multi, Func<int, int> single)
-    {
-        var sb = new StringBuilder(s.Length);
-        foreach (int cp in Runes(s))
-        {
-            if (multi.TryGetValue(cp, out var m)) sb.Append(m);
-            else AppendRune(sb, single(cp));
-        }
-        return sb.ToString();
     }
 
     // Final_Sigma (Unicode 3.13): a capital sigma preceded by a cased letter and not followed by one
@@ -388,14 +396,5 @@ internal static partial class PyText
         int j = at + 1;
         while (j < runes.Length && IsCaseIgnorable(runes[j])) j++;
         return j >= runes.Length || !IsCased(runes[j]);
-    }
-
-    private static bool IsCaseIgnorable(int cp)
-    {
-        var cat = CharUnicodeInfo.GetUnicodeCategory(cp);
-        return cat is UnicodeCategory.NonSpacingMark or UnicodeCategory.EnclosingMark or UnicodeCategory.Format
-                   or UnicodeCategory.ModifierLetter or UnicodeCategory.ModifierSymbol
-               || cp is '\'' or '.' or ':' or '^' or '`' or 0xB7 or 0x2018 or 0x2019 or 0x2024 or 0xFE52 or 0xFF07 or 0xFF0E
-                   or 0x387 or 0x5F4 or 0x2027 or 0xFE13 or 0xFE55 or 0xFF1A;
     }
 }
