@@ -89,5 +89,8 @@ public sealed class ChatMessage
         _ => node.ToJsonString(),
     };
 
-    internal object? ToPython() => Jinja.PyJson.FromNode(_fields);
+    private object? _python;
+
+    // Templates cannot change a dict (immutable sandbox), so one Python form serves every rendering.
+    internal object? ToPython() => _python ??= Jinja.PyJson.FromNode(_fields);
 }

@@ -4,54 +4,6 @@ using ML.Finetune.Tokenization;
 
 namespace ML.Finetune.Chat;
 
-/// <summary>Optional inputs of <see cref="ChatTemplate.Render"/>.</summary>
-public sealed class ChatTemplateOptions
-{
-    /// <summary>Tool (function) JSON schemas, passed to the template as <c>tools</c>.</summary>
-    public IReadOnlyList<JsonNode>? Tools { get; init; }
-
-    /// <summary>Documents for retrieval-augmented templates, passed as <c>documents</c>.</summary>
-    public IReadOnlyList<JsonNode>? Documents { get; init; }
-
-    /// <summary>
-    /// Extra template variables (transformers' <c>**kwargs</c>), e.g. <c>enable_thinking = false</c> for Qwen3 or
-    /// <c>date_string</c> for Llama 3.x; they override the special tokens of the same name. Values: strings, numbers,
-    /// booleans, null, JSON nodes, lists, dictionaries.
-    /// </summary>
-    public IReadOnlyDictionary<string, object?>? Variables { get; init; }
-
-    /// <summary>Which named template to use when the model has several (default: "tool_use" when tools are given and it exists, else "default").</summary>
-    public string? TemplateName { get; init; }
-
-    /// <summary>The time <c>strftime_now</c> reports (default: the local clock). Set it for reproducible renders.</summary>
-    public DateTime? Now { get; init; }
-}
-
-/// <summary>Where an assistant message's trained text lies in a rendering: characters [<see cref="Start"/>, <see cref="End"/>).</summary>
-/// <param name="MessageIndex">Index of the assistant message, or -1 when a template's generation blocks cannot be matched to messages one to one.</param>
-public readonly record struct AssistantSpan(int MessageIndex, int Start, int End)
-{
-    public int Length => End - Start;
-}
-
-/// <summary>A rendered conversation and the character spans of its assistant messages.</summary>
-public sealed record ChatRendering(string Text, IReadOnlyList<AssistantSpan> AssistantSpans, AssistantSpanMethod Method);
-
-/// <summary>How <see cref="ChatRendering.AssistantSpans"/> were found.</summary>
-public enum AssistantSpanMethod
-{
-    /// <summary>The template's <c>{% generation %}</c> blocks, exactly as transformers' <c>return_assistant_tokens_mask</c>.</summary>
-    GenerationBlocks,
-
-    /// <summary>
-    /// Rendering prefixes of the conversation: an assistant message's text starts where the rendering of the
-    /// preceding messages with <c>add_generation_prompt=True</c> stops matching the full rendering, and ends where
-    /// the rendering up to and including the message stops matching it, without trailing whitespace. That is the
-    /// message's content plus its end-of-turn token(s).
-    /// </summary>
-    PrefixDiff,
-}
-
 /// <summary>
 /// A model's chat template, rendered exactly as transformers' <c>apply_chat_template</c> renders it (same Jinja
 /// semantics, same variables: messages, tools, documents, add_generation_prompt, the tokenizer's special tokens

@@ -118,7 +118,7 @@ internal sealed class Interpreter
     {
         if (loop.Recursive) throw new JinjaNotImplementedException("recursive for loops", loop.Line, loop.Column);
         var iterable = Evaluate(loop.Iterable, scope);
-        var items = Guard(loop.Iterable, () => PyIter.ToList(iterable is PyDict d ? d.Keys.ToList() : iterable));
+        var items = Guard(loop.Iterable, () => PyIter.ToList(iterable));
         if (loop.Filter is not null)
         {
             items = items.Where(item =>

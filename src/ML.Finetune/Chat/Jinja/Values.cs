@@ -225,13 +225,6 @@ internal sealed class CallArgs
     public IReadOnlyList<object?> Positional { get; }
     public IReadOnlyList<KeyValuePair<string, object?>> Keywords { get; }
 
-    public CallArgs Prepend(object? first)
-    {
-        var p = new List<object?>(Positional.Count + 1) { first };
-        p.AddRange(Positional);
-        return new CallArgs(p, Keywords);
-    }
-
     /// <summary>
     /// Binds the arguments to a Python signature: <paramref name="names"/> in order, the first
     /// <paramref name="required"/> of them without a default. Missing optional parameters come back as <see cref="Missing"/>.
@@ -320,7 +313,4 @@ internal static class PyIter
         Namespace => throw PyError.Type("object of type 'Namespace' has no len()"),
         _ => throw PyError.Type($"object of type '{PyOps.TypeName(value)}' has no len()"),
     };
-
-    public static bool HasLength(object? value) =>
-        value is List<object?> or PyTuple or string or Markup or PyDict or PyRange or PyDictView or Undefined;
 }
