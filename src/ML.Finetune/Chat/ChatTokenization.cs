@@ -51,7 +51,10 @@ internal static class TokenOffsetMap
 {
     public static (IReadOnlyList<int> Ids, IReadOnlyList<(int Start, int End)> Offsets) Encode(CausalLMTokenizer tokenizer, string text)
     {
-        var tokens = tokenizer.Tokenizer.EncodeToTokens(text, out string? normalized);
+        // transformers tokenizes the rendering with add_special_tokens=False: the template writes BOS/EOS itself.
+        var tokens = tokenizer.Tokenizer is SentencePieceTokenizer sp
+            ? sp.EncodeToTokens(text, out string? normalized, addBeginningOfSentence: false, addEndOfSentence: false)
+            : tokenizer.Tokenizer.EncodeToTokens(text, out normalized);
         if (normalized is not null && normalized != text)
             throw new NotSupportedException(
                 "The tokenizer normalizes text before splitting it, so its token offsets do not point into the rendered conversation; " +
