@@ -64,6 +64,15 @@ public sealed partial record CausalLMConfig
     /// <summary>The RoPE parameters a layer uses.</summary>
     public RopeParameters RopeOf(int layer) => SlidingRope is not null && WindowOf(layer) is not null ? SlidingRope : Rope;
 
+    /// <summary>
+    /// True when keys rotated for a batch reaching <paramref name="cachedSeqLen"/> = max(position)+1 are stale for one
+    /// reaching <paramref name="seqLen"/>: LongRoPE swaps its short factors for the long ones past
+    /// original_max_position_embeddings (transformers' Phi-3 drops its cache at that point and recomputes).
+    /// Dynamic NTK keeps cached keys as they were (HF does too).
+    /// </summary>
+    public bool RopeSwitchesBetween(long cachedSeqLen, long seqLen) =>
+        new[] { Rope, SlidingRope }.Any(r => r is { Type: "longrope", OriginalMaxPositionEmbeddings: int o } && cachedSeqLen > o != seqLen > o);
+
     /// <summary>The factor attention scores are multiplied by, written as HF writes it (x**-0.5).</summary>
     public double AttentionScale => Math.Pow(QueryPreAttnScalar ?? HeadDim, -0.5);
 

@@ -98,6 +98,22 @@ public sealed class KVCache : IDisposable
 
     static Tensor Tail(Tensor t, long keep) => keep == t.shape[2] ? t.alias() : t.narrow(2, t.shape[2] - keep, keep);
 
+    /// <summary>
+    /// Drops every entry (the cache is empty again, windows kept); with <paramref name="prefill"/>, takes over that
+    /// cache's entries instead (a fresh prefix), leaving it empty. Used when cached keys become stale.
+    /// </summary>
+    public void Reset(KVCache? prefill = null)
+    {
+        if (prefill is not null && prefill.NumLayers != NumLayers) throw new ArgumentException($"{prefill.NumLayers} prefix layers for {NumLayers}", nameof(prefill));
+        for (int l = 0; l < NumLayers; l++)
+        {
+            if (_owned[l]) { _keys[l]?.Dispose(); _values[l]?.Dispose(); }
+            (_keys[l], _values[l], _owned[l], _seen[l]) = prefill is null ? (null, null, false, 0) : (prefill._keys[l], prefill._values[l], prefill._owned[l], prefill._seen[l]);
+            if (prefill is not null) (prefill._keys[l], prefill._values[l], prefill._owned[l], prefill._seen[l]) = (null, null, false, 0);
+        }
+        prefill?.Dispose();
+    }
+
     /// <summary>Keeps only the given batch rows (used to drop finished rows during generation).</summary>
     public void SelectRows(Tensor rowIndex)
     {
