@@ -58,7 +58,8 @@ public sealed record RopeParameters
     internal static RopeParameters Read(ConfigReader? r, double theta, double? partialRotaryFactor, int maxPositionEmbeddings,
         int? originalMax = null, bool originalMaxOverrides = false, IReadOnlyDictionary<string, string>? typeAliases = null)
     {
-        if (r is null) return new RopeParameters { Theta = theta, PartialRotaryFactor = partialRotaryFactor ?? 1.0 };
+        if (r is null)
+            return new RopeParameters { Theta = theta, PartialRotaryFactor = partialRotaryFactor ?? 1.0, OriginalMaxPositionEmbeddings = originalMaxOverrides ? originalMax : null };
         string typeKey = r.Has("rope_type") ? "rope_type" : "type";
         string type = r.Str(typeKey) ?? "default";
         if (typeAliases != null && typeAliases.TryGetValue(type, out var alias)) type = alias;
@@ -73,7 +74,8 @@ public sealed record RopeParameters
             Theta = Positive("rope_theta", r.Dbl("rope_theta") ?? theta),
             PartialRotaryFactor = partialRotaryFactor ?? r.Dbl("partial_rotary_factor") ?? 1.0,
             Factor = r.Dbl("factor"),
-            OriginalMaxPositionEmbeddings = UsesOriginalMax(type) ? orig ?? maxPositionEmbeddings : null,
+            // Phi-3 keeps its top-level value with every rope type (its generate reads it too).
+            OriginalMaxPositionEmbeddings = UsesOriginalMax(type) ? orig ?? maxPositionEmbeddings : originalMaxOverrides ? orig : null,
             LowFreqFactor = r.Dbl("low_freq_factor"),
             HighFreqFactor = r.Dbl("high_freq_factor"),
             AttentionFactor = r.Dbl("attention_factor"),
@@ -114,7 +116,7 @@ public sealed record RopeParameters
         var o = new JsonObject { ["rope_type"] = Type, ["rope_theta"] = Theta };
         if (PartialRotaryFactor != 1.0) o["partial_rotary_factor"] = PartialRotaryFactor;
         if (Factor is double f) o["factor"] = f;
-        if (OriginalMaxPositionEmbeddings is int om) o["original_max_position_embeddings"] = om;
+        if (OriginalMaxPositionEmbeddings is int om && UsesOriginalMax(Type)) o["original_max_position_embeddings"] = om;
         if (LowFreqFactor is double lo) o["low_freq_factor"] = lo;
         if (HighFreqFactor is double hi) o["high_freq_factor"] = hi;
         if (AttentionFactor is double af) o["attention_factor"] = af;
