@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
@@ -14,8 +15,8 @@ public sealed partial record CausalLMConfig
         if (IsGpt2)
         {
             o["n_embd"] = HiddenSize; o["n_layer"] = NumLayers; o["n_head"] = NumHeads; o["n_inner"] = IntermediateSize;
-            o["n_positions"] = MaxPositionEmbeddings; o["layer_norm_epsilon"] = NormEps; o["activation_function"] = HiddenAct;
-            o["attn_pdrop"] = AttentionDropout; o["resid_pdrop"] = ResidualDropout; o["embd_pdrop"] = EmbeddingDropout;
+            o["n_positions"] = MaxPositionEmbeddings; o["layer_norm_epsilon"] = Float(NormEps); o["activation_function"] = HiddenAct;
+            o["attn_pdrop"] = Float(AttentionDropout); o["resid_pdrop"] = Float(ResidualDropout); o["embd_pdrop"] = Float(EmbeddingDropout);
         }
         else WriteDecoder(o, f);
         if (BosTokenId is long b) o["bos_token_id"] = b;
@@ -30,11 +31,11 @@ public sealed partial record CausalLMConfig
     {
         o["hidden_size"] = HiddenSize; o["num_hidden_layers"] = NumLayers; o["num_attention_heads"] = NumHeads;
         o["num_key_value_heads"] = NumKeyValueHeads; o["head_dim"] = HeadDim; o["intermediate_size"] = IntermediateSize;
-        o["max_position_embeddings"] = MaxPositionEmbeddings; o["rms_norm_eps"] = NormEps; o[f.ActivationField] = HiddenAct;
-        o["attention_dropout"] = AttentionDropout;
+        o["max_position_embeddings"] = MaxPositionEmbeddings; o["rms_norm_eps"] = Float(NormEps); o[f.ActivationField] = HiddenAct;
+        o["attention_dropout"] = Float(AttentionDropout);
         if (f.AttentionBiasField) o["attention_bias"] = AttentionBias;
         if (f.MlpBiasField) o["mlp_bias"] = MlpBias;
-        if (f.ResidualDropout) { o["resid_pdrop"] = ResidualDropout; o["embd_pdrop"] = 0.0; }
+        if (f.ResidualDropout) { o["resid_pdrop"] = Float(ResidualDropout); o["embd_pdrop"] = Float(0); }
         WriteRope(o, f);
         switch (f.SlidingWindow)
         {
@@ -53,9 +54,9 @@ public sealed partial record CausalLMConfig
                 o["layer_types"] = LayerTypesJson();
                 break;
         }
-        if (f.Gemma) o["query_pre_attn_scalar"] = QueryPreAttnScalar;
-        if (f.AttentionSoftcap) o["attn_logit_softcapping"] = AttnLogitSoftcapping;
-        if (f.FinalSoftcap) o["final_logit_softcapping"] = FinalLogitSoftcapping;
+        if (f.Gemma) o["query_pre_attn_scalar"] = QueryPreAttnScalar is double q && q == Math.Floor(q) ? JsonValue.Create((long)q) : Float(QueryPreAttnScalar);
+        if (f.AttentionSoftcap) o["attn_logit_softcapping"] = Float(AttnLogitSoftcapping);
+        if (f.FinalSoftcap) o["final_logit_softcapping"] = Float(FinalLogitSoftcapping);
     }
 
     JsonArray LayerTypesJson() =>
@@ -67,11 +68,11 @@ public sealed partial record CausalLMConfig
     /// </summary>
     void WriteRope(JsonObject o, ModelFamily f)
     {
-        o["rope_theta"] = Rope.Theta;
+        o["rope_theta"] = Float(Rope.Theta);
         if (SlidingRope is not null)
         {
             o["rope_parameters"] = new JsonObject { [FullAttention] = Rope.ToJson(), [SlidingAttention] = SlidingRope.ToJson() };
-            o["rope_local_base_freq"] = SlidingRope.Theta;
+            o["rope_local_base_freq"] = Float(SlidingRope.Theta);
         }
         else o["rope_parameters"] = Rope.ToJson();
         JsonObject? scaling = null;
@@ -92,8 +93,20 @@ public sealed partial record CausalLMConfig
         o["rope_scaling"] = scaling;
         if (f.PartialRotary)
         {
-            o["partial_rotary_factor"] = Rope.PartialRotaryFactor;
+            o["partial_rotary_factor"] = Float(Rope.PartialRotaryFactor);
             if (Rope.OriginalMaxPositionEmbeddings is int om) o["original_max_position_embeddings"] = om;
         }
+    }
+
+    /// <summary>
+    /// A number Python reads as a float (3.0, not 3): transformers 5.x configs are strict dataclasses and reject an int
+    /// for a float field such as final_logit_softcapping.
+    /// </summary>
+    internal static JsonNode? Float(double? value)
+    {
+        if (value is not double d) return null;
+        string text = d.ToString("R", CultureInfo.InvariantCulture);
+        if (!text.Contains('.') && !text.Contains('E')) text += ".0";
+        return JsonNode.Parse(text);
     }
 }

@@ -113,20 +113,21 @@ public sealed record RopeParameters
     /// <summary>The dict transformers 5.x writes (also valid as a 4.x rope_scaling, which reads the same keys).</summary>
     internal JsonObject ToJson()
     {
-        var o = new JsonObject { ["rope_type"] = Type, ["rope_theta"] = Theta };
-        if (PartialRotaryFactor != 1.0) o["partial_rotary_factor"] = PartialRotaryFactor;
-        if (Factor is double f) o["factor"] = f;
+        static JsonNode? F(double? v) => CausalLMConfig.Float(v);
+        var o = new JsonObject { ["rope_type"] = Type, ["rope_theta"] = F(Theta) };
+        if (PartialRotaryFactor != 1.0) o["partial_rotary_factor"] = F(PartialRotaryFactor);
+        if (Factor is double f) o["factor"] = F(f);
         if (OriginalMaxPositionEmbeddings is int om && UsesOriginalMax(Type)) o["original_max_position_embeddings"] = om;
-        if (LowFreqFactor is double lo) o["low_freq_factor"] = lo;
-        if (HighFreqFactor is double hi) o["high_freq_factor"] = hi;
-        if (AttentionFactor is double af) o["attention_factor"] = af;
-        if (BetaFast is double bf) o["beta_fast"] = bf;
-        if (BetaSlow is double bs) o["beta_slow"] = bs;
-        if (Mscale is double ms) o["mscale"] = ms;
-        if (MscaleAllDim is double md) o["mscale_all_dim"] = md;
+        if (LowFreqFactor is double lo) o["low_freq_factor"] = F(lo);
+        if (HighFreqFactor is double hi) o["high_freq_factor"] = F(hi);
+        if (AttentionFactor is double af) o["attention_factor"] = F(af);
+        if (BetaFast is double bf) o["beta_fast"] = F(bf);
+        if (BetaSlow is double bs) o["beta_slow"] = F(bs);
+        if (Mscale is double ms) o["mscale"] = F(ms);
+        if (MscaleAllDim is double md) o["mscale_all_dim"] = F(md);
         if (!Truncate) o["truncate"] = false;
-        if (ShortFactor is not null) o["short_factor"] = new JsonArray(ShortFactor.Select(x => (JsonNode)x).ToArray());
-        if (LongFactor is not null) o["long_factor"] = new JsonArray(LongFactor.Select(x => (JsonNode)x).ToArray());
+        if (ShortFactor is not null) o["short_factor"] = new JsonArray(ShortFactor.Select(x => F(x)).ToArray());
+        if (LongFactor is not null) o["long_factor"] = new JsonArray(LongFactor.Select(x => F(x)).ToArray());
         return o;
     }
 }
