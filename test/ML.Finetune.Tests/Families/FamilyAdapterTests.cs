@@ -149,6 +149,13 @@ public class FamilyAdapterTests
         Close(full[valid], ArchFixtures.ExtraRef(adapter, "logits_right")[valid], Atol, $"{adapter} logits");
         Close(ParityTests.HfLoss(pt.Logits(m, Ids, Mask), Labels), ArchFixtures.ExtraRef(adapter, "loss_right"), Atol, $"{adapter} loss");
         GreedyMatchesPeft(m, pt, adapter);
+
+        var dir = Fixtures.TempDir();
+        PeftPromptLearning.Save(pt, m, dir, baseName);
+        using var m2 = Base(baseName);
+        var back = PeftPromptLearning.LoadPromptTuning(dir, m2);
+        Assert.Equal(0.0, Fixtures.MaxAbsDiff(back.FullLogits(m2, Ids, Mask), full));
+        Directory.Delete(dir, true);
     }
 
     static void GreedyMatchesPeft(CausalLM m, ML.Finetune.Training.IFinetuneMethod method, string adapter)
