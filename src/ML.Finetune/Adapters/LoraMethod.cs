@@ -48,9 +48,16 @@ public sealed class LoraMethod : IFinetuneMethod
     /// <summary>True while the adapters are folded into the base weights (see <see cref="Merge"/>).</summary>
     public bool IsMerged { get; private set; }
 
-    /// <summary>PEFT's per-architecture default target modules.</summary>
-    public static IReadOnlyList<string> DefaultTargetModules(CausalLMConfig config) =>
-        config.IsGpt2 ? ["c_attn"] : ["q_proj", "v_proj"];
+    /// <summary>
+    /// PEFT's per-architecture default target modules (q_proj, v_proj for Llama, Mistral, Qwen2/3, Gemma 2/3; c_attn for
+    /// GPT-2). PEFT has none for Phi-3; we use its fused qkv_proj, the projection that holds q and v.
+    /// </summary>
+    public static IReadOnlyList<string> DefaultTargetModules(CausalLMConfig config) => config.ModelType switch
+    {
+        "gpt2" => ["c_attn"],
+        "phi3" => ["qkv_proj"],
+        _ => ["q_proj", "v_proj"],
+    };
 
     /// <summary>The dotted paths of the layers this config selects in <paramref name="model"/>.</summary>
     public static IReadOnlyList<string> SelectTargets(LoraConfig config, CausalLM model)

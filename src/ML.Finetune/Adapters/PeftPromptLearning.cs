@@ -19,16 +19,15 @@ public static class PeftPromptLearning
     public const string WeightsFile = "adapter_model.safetensors";
     public const string PeftVersion = "0.20.0";
 
-    /// <summary>token_dim, num_attention_heads and num_layers as PEFT's _prepare_prompt_learning_config computes them.</summary>
+    /// <summary>
+    /// token_dim, num_attention_heads and num_layers as PEFT's _prepare_prompt_learning_config computes them. For prefix
+    /// tuning on a model whose config has num_key_value_heads (every family but GPT-2) PEFT stores the KV layout:
+    /// token_dim = head_dim · n_kv with the config's head_dim (Qwen3, Gemma: ≠ hidden/heads), else hidden/heads.
+    /// </summary>
     public static (int TokenDim, int NumAttentionHeads, int NumLayers) PeftDims(CausalLMConfig c, bool prefixTuning)
     {
-        int tokenDim = c.HiddenSize, heads = c.NumHeads;
-        if (prefixTuning && !c.IsGpt2) // models whose config has num_key_value_heads: PEFT stores the KV sizes
-        {
-            tokenDim = c.HiddenSize / c.NumHeads * c.NumKeyValueHeads;
-            heads = c.NumKeyValueHeads;
-        }
-        return (tokenDim, heads, c.NumLayers);
+        if (prefixTuning && !c.IsGpt2) return (c.HeadDim * c.NumKeyValueHeads, c.NumKeyValueHeads, c.NumLayers);
+        return (c.HiddenSize, c.NumHeads, c.NumLayers);
     }
 
     /// <summary>Loads a PEFT prompt-tuning or prefix-tuning adapter for <paramref name="model"/> (attached, base frozen).</summary>

@@ -36,7 +36,8 @@ public sealed record PrefixTuningOptions
 /// Prefix tuning (Li &amp; Liang 2021) in PEFT's layout: a learned key and value prefix of P entries at every layer,
 /// placed as the first P entries of each layer's KV cache. The table <c>prompt_embeddings</c> is
 /// [P, L·2·n_kv·D] with column c = ((layer·2 + kv)·n_kv + head)·D + d (kv 0 = key, 1 = value; n_kv = the model's
-/// key/value heads, so GQA models store only their KV heads). Prefix keys are used as-is (no RoPE, no projection);
+/// key/value heads, so GQA/MQA models store only their KV heads; D = the config's head_dim, which Qwen3 and Gemma set
+/// apart from hidden/heads). On sliding-window layers the prefix is part of the window (see <see cref="BuildCache"/>). Prefix keys are used as-is (no RoPE, no projection);
 /// the mask gets P leading ones; real tokens take positions P..P+T-1 (explicit position ids get +P, as peft 0.20);
 /// logits cover only the real tokens. Every base parameter is frozen.
 /// </summary>
@@ -54,6 +55,7 @@ public sealed class PrefixTuningMethod : IFinetuneMethod, IDisposable
     Tensor[]? _mlpInit;       // φ₀ of the MLP, kept so that the fold can carry φ₀ over
     bool _disabled;
     int _layers, _kvHeads, _headDim;
+    IReadOnlyList<int?>? _windows; // the model's sliding windows: the prefix cache trims like the model's own cache
 
     public PrefixTuningMethod(PrefixTuningOptions? options = null)
     {
@@ -77,7 +79,7 @@ public sealed class PrefixTuningMethod : IFinetuneMethod, IDisposable
         ArgumentNullException.ThrowIfNull(model);
         foreach (var p in model.parameters()) p.requires_grad = false;
         var c = model.Config;
-        _layers = c.NumLayers; _kvHeads = model.CacheHeads; _headDim = c.HeadDim;
+        _layers = c.NumLayers; _kvHeads = model.CacheHeads; _headDim = c.HeadDim; _windows = model.CacheWindows;
         int p0 = NumVirtualTokens;
         if (p0 >= c.MaxPositionEmbeddings)
             throw new ArgumentException($"P = {p0} virtual tokens do not fit the model's context of {c.MaxPositionEmbeddings} positions");
@@ -168,11 +170,15 @@ public sealed class PrefixTuningMethod : IFinetuneMethod, IDisposable
         return (keys, values);
     }
 
-    /// <summary>A KV cache pre-filled with the P prefix entries of every layer, for <paramref name="batch"/> rows.</summary>
+    /// <summary>
+    /// A KV cache pre-filled with the P prefix entries of every layer, for <paramref name="batch"/> rows. The prefix
+    /// occupies cache positions 0..P−1, so on a sliding-window layer it counts toward the window like any earlier key
+    /// (as in transformers' cache with PEFT): a query at position i sees prefix entry j only when i − W &lt; j.
+    /// </summary>
     public KVCache BuildCache(int batch)
     {
         var (k, v) = LayerPrefixes();
-        return KVCache.FromPrefix(k, v, batch);
+        return KVCache.FromPrefix(k, v, batch, _windows);
     }
 
     /// <summary>

@@ -82,6 +82,7 @@ public static class TextGenerator
             };
 
         Tensor? nextInput = null, nextPos = null;
+        long cachedSeqLen = 0; // max(position)+1 of the cached keys: the rope regime they were rotated under
         for (int step = 0; step < options.MaxNewTokens && !finished.All(f => f); step++)
         {
             using var scope = torch.NewDisposeScope();
@@ -92,8 +93,19 @@ public static class TextGenerator
                 using var pc = PrefixOnly();
                 logits = model.Forward(Whole(fullMask, pc)).Logits;
             }
-            else logits = model.Forward(nextInput is null ? Whole(fullMask, cache)
-                : new CausalLMInput { InputIds = nextInput, AttentionMask = fullMask, PositionIds = nextPos, Cache = cache }).Logits;
+            else if (nextInput is null || model.Config.RopeSwitchesBetween(cachedSeqLen, nextPos!.max().item<long>() + 1))
+            {
+                // The first step, or LongRoPE passing original_max_position_embeddings: every key is rotated anew
+                // (transformers recomputes the cache at that point, as in its no-cache loop).
+                if (nextInput is not null) cache!.Reset(options.PrefixCache?.Invoke(b));
+                logits = model.Forward(Whole(fullMask, cache)).Logits;
+                cachedSeqLen = pos.max().item<long>() + 1;
+            }
+            else
+            {
+                logits = model.Forward(new CausalLMInput { InputIds = nextInput, AttentionMask = fullMask, PositionIds = nextPos, Cache = cache }).Logits;
+                cachedSeqLen = Math.Max(cachedSeqLen, nextPos!.max().item<long>() + 1);
+            }
             var last = logits.select(1, -1).to_type(ScalarType.Float32);
             stepLogits?.Add(last.clone().DetachFromDisposeScope());
             var next = options.DoSample ? Sample(last, options, gen!) : last.argmax(-1);

@@ -3,27 +3,15 @@ using static TorchSharp.torch;
 
 namespace ML.Finetune.Models;
 
-/// <summary>Attention helpers shared by GPT-2 and the Llama family.</summary>
+/// <summary>Attention helpers shared by GPT-2 and the decoder families.</summary>
 internal static class Attention
 {
     /// <summary>
     /// Additive mask [B, 1, T, S] with 0 where query i (absolute position past+i) may see key j (j ≤ past+i and
-    /// mask[b, j] == 1) and finfo(dtype).min elsewhere. A large finite value instead of -inf (as HF does) keeps
-    /// fully masked pad rows finite instead of NaN.
+    /// mask[b, j] == 1) and finfo(dtype).min elsewhere (see <see cref="AttentionMasks"/>, which builds every mask of a forward).
     /// </summary>
-    public static Tensor CausalMask(Tensor mask2d, long past, long t, ScalarType dtype)
-    {
-        long s = mask2d.shape[1];
-        var dev = mask2d.device;
-        var q = torch.arange(past, past + t, dtype: ScalarType.Int64, device: dev).unsqueeze(1); // [T,1]
-        var k = torch.arange(0, s, dtype: ScalarType.Int64, device: dev).unsqueeze(0);         // [1,S]
-        var causal = k.le(q).unsqueeze(0).unsqueeze(0);                                         // [1,1,T,S]
-        var keep = mask2d.to_type(ScalarType.Bool).unsqueeze(1).unsqueeze(1);                   // [B,1,1,S]
-        var allowed = causal.logical_and(keep);
-        var zero = torch.zeros(1, dtype: dtype, device: dev);
-        var min = torch.full(1, torch.finfo(dtype).min, dtype: dtype, device: dev);
-        return torch.where(allowed, zero, min);
-    }
+    public static Tensor CausalMask(Tensor mask2d, long past, long t, ScalarType dtype) =>
+        new AttentionMasks(mask2d, past, t, dtype).For(null, mask2d.shape[1], allowImplicitCausal: false)!;
 
     /// <summary>Query head h uses kv head h / rep: [B, n_kv, S, D] → [B, n_kv·rep, S, D].</summary>
     public static Tensor RepeatKv(Tensor x, int rep)
@@ -55,31 +43,53 @@ internal static class Attention
         UseFusedKernel && (dtype == ScalarType.Float32 || (dtype == ScalarType.BFloat16 && keys >= Bf16FusedMinKeys));
 
     /// <summary>
-    /// The additive mask for a forward, or null when plain causal masking is exact and the fused kernel will run:
-    /// no cache/prefix (past 0) and no padding anywhere in the mask (the kernel applies causality itself).
+    /// Whether the fused kernel computes this attention exactly as written: it scales by head_dim^-0.5 only
+    /// (TorchSharp's binding has no scale argument) and knows no score softcap (HF's sdpa ignores Gemma 2's softcap,
+    /// so only eager is a reference there).
+    /// </summary>
+    public static bool CanFuse(ScalarType dtype, long keys, bool defaultScale, double? softcap) =>
+        Fused(dtype, keys) && softcap is null && defaultScale;
+
+    /// <summary>
+    /// The additive mask for a forward without windows, or null when plain causal masking is exact and the fused
+    /// kernel will run: no cache/prefix (past 0) and no padding anywhere in the mask (the kernel applies causality itself).
     /// </summary>
     public static Tensor? MaskFor(Tensor mask2d, long past, long t, ScalarType dtype) =>
-        Fused(dtype, mask2d.shape[1]) && past == 0 && mask2d.shape[1] == t && mask2d.ne(0).all().item<bool>() ? null : CausalMask(mask2d, past, t, dtype);
+        new AttentionMasks(mask2d, past, t, dtype).For(null, mask2d.shape[1], allowImplicitCausal: Fused(dtype, mask2d.shape[1]));
 
     /// <summary>softmax(q kᵀ / √D + mask) v; a null mask means causal without padding (see <see cref="MaskFor"/>).</summary>
     public static Tensor Compute(Tensor q, Tensor k, Tensor v, Tensor? additiveMask, bool gpt2Scaling, double dropout, bool training)
     {
-        if (Fused(q.dtype, k.shape[2]))
-            return nn.functional.scaled_dot_product_attention(q, k, v, additiveMask, training ? dropout : 0.0, additiveMask is null); // last argument: is_causal
-        additiveMask ??= CausalMask(torch.ones(q.shape[0], k.shape[2], dtype: ScalarType.Int64, device: q.device), k.shape[2] - q.shape[2], q.shape[2], q.dtype);
         double d = q.shape[^1];
         return gpt2Scaling
-            ? Eager(q, k, v, additiveMask, Math.Sqrt(d), divide: true, softmaxFloat32: false, dropout, training)
-            : Eager(q, k, v, additiveMask, 1.0 / Math.Sqrt(d), divide: false, softmaxFloat32: true, dropout, training);
+            ? Compute(q, k, v, additiveMask, Math.Sqrt(d), divide: true, softmaxFloat32: false, softcap: null, dropout, training)
+            : Compute(q, k, v, additiveMask, Math.Pow(d, -0.5), divide: false, softmaxFloat32: true, softcap: null, dropout, training);
     }
 
-    /// <summary>Eager attention: softmax(q kᵀ·scale + mask) v. Softmax in float32 when asked (Llama), like HF.</summary>
+    /// <summary>
+    /// Attention with a given scale (GPT-2 divides by √D; the decoder families multiply by head_dim^-0.5 or Gemma's
+    /// query_pre_attn_scalar^-0.5) and an optional score softcap c·tanh(s/c) applied before the mask (Gemma 2).
+    /// Fused when <see cref="CanFuse"/>, eager otherwise; a null mask means plain causal.
+    /// </summary>
+    public static Tensor Compute(Tensor q, Tensor k, Tensor v, Tensor? additiveMask, double scale, bool divide, bool softmaxFloat32,
+        double? softcap, double dropout, bool training)
+    {
+        long d = q.shape[^1];
+        bool defaultScale = divide ? scale == Math.Sqrt(d) : scale == Math.Pow(d, -0.5);
+        if (CanFuse(q.dtype, k.shape[2], defaultScale, softcap))
+            return nn.functional.scaled_dot_product_attention(q, k, v, additiveMask, training ? dropout : 0.0, additiveMask is null); // last argument: is_causal
+        additiveMask ??= CausalMask(torch.ones(q.shape[0], k.shape[2], dtype: ScalarType.Int64, device: q.device), k.shape[2] - q.shape[2], q.shape[2], q.dtype);
+        return Eager(q, k, v, additiveMask, scale, divide, softmaxFloat32, dropout, training, softcap);
+    }
+
+    /// <summary>Eager attention: softmax(q kᵀ·scale [softcapped] + mask) v. Softmax in float32 when asked (the decoder families), like HF.</summary>
     public static Tensor Eager(Tensor q, Tensor k, Tensor v, Tensor additiveMask, double scale, bool divide,
-        bool softmaxFloat32, double dropout, bool training)
+        bool softmaxFloat32, double dropout, bool training, double? softcap = null)
     {
         var scores = q.matmul(k.transpose(-1, -2));
-        // GPT-2 divides by sqrt(D); Llama multiplies by D^-0.5. Replicated to stay bit-close to HF.
+        // GPT-2 divides by sqrt(D); the others multiply by a scale. Replicated to stay bit-close to HF.
         scores = divide ? scores.div(scale) : scores.mul(scale);
+        if (softcap is double c) scores = scores.div(c).tanh().mul(c);
         scores = scores.add(additiveMask);
         var probs = softmaxFloat32 ? scores.softmax(-1, ScalarType.Float32).to_type(q.dtype) : scores.softmax(-1);
         if (training && dropout > 0) probs = nn.functional.dropout(probs, dropout, true);

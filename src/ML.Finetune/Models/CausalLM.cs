@@ -8,12 +8,23 @@ public sealed class CausalLMInput
 {
     /// <summary>[B, T] int64 token ids.</summary>
     public Tensor? InputIds { get; init; }
-    /// <summary>[B, T, d] embeddings (e.g. token embeddings with soft prompts prepended).</summary>
+    /// <summary>
+    /// [B, T, d] embeddings as the first layer sees them (e.g. token embeddings from <see cref="CausalLM.EmbedTokens"/>
+    /// with soft prompts prepended). The model does not scale them again (Gemma's √hidden is part of EmbedTokens, as in
+    /// transformers 5.x).
+    /// </summary>
     public Tensor? InputsEmbeds { get; init; }
     /// <summary>[B, S_past + T], 1 = attend. Null means all ones.</summary>
     public Tensor? AttentionMask { get; init; }
     /// <summary>[B, T]. Null means past_len + arange(T).</summary>
     public Tensor? PositionIds { get; init; }
+    /// <summary>
+    /// [B, T] int64 or null: sequence packing (document masking). A key is visible from a query only when both carry
+    /// the same id (on top of causality, padding and sliding windows). Give each packed sequence restarting
+    /// <see cref="PositionIds"/> and a packed row computes what its sequences would alone (batch-wide rope rules such
+    /// as dynamic NTK aside, which see the whole batch's positions). Not allowed with a non-empty <see cref="Cache"/>.
+    /// </summary>
+    public Tensor? SequenceIds { get; init; }
     /// <summary>Appended to in place when given. May be pre-filled (prefix tuning).</summary>
     public KVCache? Cache { get; init; }
     public bool OutputHiddenStates { get; init; }
@@ -27,22 +38,63 @@ public sealed class CausalLMOutput
     public IReadOnlyList<Tensor>? HiddenStates { get; init; }
 }
 
-/// <summary>A decoder-only language model whose parameter names equal the Hugging Face checkpoint keys.</summary>
+/// <summary>What the backbone (everything up to and including the final norm) returns.</summary>
+public sealed class CausalLMHiddenOutput
+{
+    /// <summary>[B, T, d] final-norm hidden states in the compute dtype: the LM head's input.</summary>
+    public required Tensor LastHiddenState { get; init; }
+    /// <summary>As <see cref="CausalLMOutput.HiddenStates"/>, when <see cref="CausalLMInput.OutputHiddenStates"/> is set.</summary>
+    public IReadOnlyList<Tensor>? HiddenStates { get; init; }
+}
+
+/// <summary>
+/// A decoder-only language model whose parameter names equal the Hugging Face checkpoint keys. The forward is split
+/// into <see cref="ForwardHidden"/> (the backbone) and <see cref="LogitsFromHidden"/> (the LM head), and
+/// <see cref="Forward"/> is exactly one after the other, so that a loss can run the head on any subset of positions.
+/// </summary>
 public abstract class CausalLM : nn.Module
 {
     protected CausalLM(string name, CausalLMConfig config) : base(name) => Config = config;
 
     public CausalLMConfig Config { get; }
 
-    /// <summary>Token embedding only (no positions, no dropout).</summary>
+    /// <summary>Token embedding as the first layer sees it (no positions, no dropout; Gemma's × √hidden included).</summary>
     public abstract Tensor EmbedTokens(Tensor inputIds);
 
-    public abstract CausalLMOutput Forward(CausalLMInput input);
+    /// <summary>The backbone: embeddings through the final norm, [B, T, d] in the compute dtype.</summary>
+    public abstract CausalLMHiddenOutput ForwardHidden(CausalLMInput input);
+
+    /// <summary>
+    /// The LM head on hidden states [..., d] (any leading shape, e.g. [N, d] for selected positions): the output
+    /// projection (tied or not), then Gemma's final-logit softcap. Float32 logits (float64 for a float64 model).
+    /// </summary>
+    public Tensor LogitsFromHidden(Tensor hidden)
+    {
+        var logits = LogitsDType(Project(hidden));
+        return Config.FinalLogitSoftcapping is double cap ? logits.div(cap).tanh().mul(cap) : logits;
+    }
+
+    /// <summary>The LM head's weight [V, d]: lm_head.weight, or the token embedding when tied.</summary>
+    public abstract Tensor OutputWeight { get; }
+
+    /// <summary>hidden · OutputWeightᵀ in the compute dtype (a model with an adaptable head applies its adapter here).</summary>
+    protected virtual Tensor Project(Tensor hidden) => nn.functional.linear(hidden, OutputWeight);
+
+    /// <summary>Logits [B, T, V] = <see cref="LogitsFromHidden"/>(<see cref="ForwardHidden"/>(input)).</summary>
+    public CausalLMOutput Forward(CausalLMInput input)
+    {
+        var h = ForwardHidden(input);
+        return new CausalLMOutput { Logits = LogitsFromHidden(h.LastHiddenState), HiddenStates = h.HiddenStates };
+    }
 
     /// <summary>Number of key/value heads per layer in the cache (n_head for GPT-2).</summary>
     public int CacheHeads => Config.IsGpt2 ? Config.NumHeads : Config.NumKeyValueHeads;
 
-    public KVCache NewCache() => new(Config.NumLayers);
+    /// <summary>Per layer the attention window its cache keeps (null = everything).</summary>
+    public IReadOnlyList<int?> CacheWindows => Enumerable.Range(0, Config.NumLayers).Select(Config.WindowOf).ToList();
+
+    /// <summary>An empty KV cache; sliding-window layers keep only the keys their window can still reach.</summary>
+    public KVCache NewCache() => new(Config.NumLayers, CacheWindows);
 
     /// <summary>Every AdaptableLinear with its dotted parameter path.</summary>
     public IEnumerable<(string path, AdaptableLinear module)> NamedLinears() =>
@@ -70,7 +122,8 @@ public abstract class CausalLM : nn.Module
     protected static Tensor LogitsDType(Tensor logits) =>
         logits.dtype is ScalarType.Float32 or ScalarType.Float64 ? logits : logits.to_type(ScalarType.Float32);
 
-    protected (Tensor h, long past, Tensor mask, Tensor positions) Prepare(CausalLMInput input)
+    /// <summary>The first layer's input, the past length, the 2-D mask, positions and the masks of every layer.</summary>
+    protected (Tensor h, long past, Tensor positions, AttentionMasks masks) Prepare(CausalLMInput input)
     {
         if ((input.InputIds is null) == (input.InputsEmbeds is null))
             throw new ArgumentException("Set exactly one of InputIds or InputsEmbeds.");
@@ -83,7 +136,10 @@ public abstract class CausalLM : nn.Module
         var mask = input.AttentionMask ?? torch.ones(b, past + t, dtype: ScalarType.Int64, device: h.device);
         if (mask.shape[0] != b || mask.shape[1] != past + t)
             throw new ArgumentException($"AttentionMask must be [{b}, {past + t}] (past {past} + new {t}), got [{string.Join(",", mask.shape)}]");
+        if (input.SequenceIds is Tensor seq && (seq.dim() != 2 || seq.shape[0] != b || seq.shape[1] != t || seq.dtype != ScalarType.Int64))
+            throw new ArgumentException($"SequenceIds must be int64 [{b}, {t}], got {seq.dtype} [{string.Join(",", seq.shape)}]");
         var pos = input.PositionIds ?? (torch.arange(past, past + t, dtype: ScalarType.Int64, device: h.device).unsqueeze(0).expand(b, -1));
-        return (h, past, mask, pos);
+        var masks = new AttentionMasks(mask, past, t, h.dtype, input.SequenceIds);
+        return (h, past, pos, masks);
     }
 }

@@ -1,16 +1,18 @@
-using System.Text.Json;
-using System.Text.Json.Nodes;
 using ML.Finetune.Checkpoints;
 
 namespace ML.Finetune.Models;
 
 /// <summary>
-/// The architecture-relevant subset of a Hugging Face config.json for the causal LMs we support.
-/// GPT-2 and Llama-family field names are both understood; <see cref="ToJson"/> writes the native names back.
+/// The architecture-relevant subset of a Hugging Face config.json for the causal LMs we support (the families in
+/// <see cref="ModelFamily"/>). Parsing lives in CausalLMConfig.Parse.cs, writing in CausalLMConfig.Json.cs.
+/// A config built in code defaults to a Llama with default RoPE and no sliding window.
 /// </summary>
-public sealed record CausalLMConfig
+public sealed partial record CausalLMConfig
 {
-    public static readonly IReadOnlyList<string> SupportedModelTypes = ["gpt2", "llama", "qwen2", "mistral"];
+    public static IReadOnlyList<string> SupportedModelTypes => ModelFamily.SupportedModelTypes;
+
+    public const string FullAttention = "full_attention";
+    public const string SlidingAttention = "sliding_attention";
 
     public string ModelType { get; init; } = "llama";
     public int VocabSize { get; init; }
@@ -22,23 +24,65 @@ public sealed record CausalLMConfig
     public int IntermediateSize { get; init; }
     public int MaxPositionEmbeddings { get; init; } = 2048;
     public double NormEps { get; init; } = 1e-5;
-    public double RopeTheta { get; init; } = 10000;
+    /// <summary>RoPE of every layer, or of the full-attention layers when <see cref="SlidingRope"/> is set.</summary>
+    public RopeParameters Rope { get; init; } = new();
+    /// <summary>Gemma 3: the sliding layers' own RoPE (rope_parameters.sliding_attention / rope_local_base_freq).</summary>
+    public RopeParameters? SlidingRope { get; init; }
+    /// <summary>The base theta of <see cref="Rope"/>.</summary>
+    public double RopeTheta => Rope.Theta;
     public bool TieWordEmbeddings { get; init; }
+    /// <summary>q, k and v projections have biases (Qwen2 always; Llama/Qwen3/Gemma via attention_bias, which also covers o_proj).</summary>
     public bool AttentionBias { get; init; }
     public bool MlpBias { get; init; }
     public string HiddenAct { get; init; } = "silu";
     public double AttentionDropout { get; init; }
     public double ResidualDropout { get; init; }
     public double EmbeddingDropout { get; init; }
+    /// <summary>Keys within this many positions (the query included) are visible on sliding layers; null = no window.</summary>
+    public int? SlidingWindow { get; init; }
+    /// <summary>Per layer <see cref="FullAttention"/> or <see cref="SlidingAttention"/>; null with a window = every layer slides.</summary>
+    public IReadOnlyList<string>? LayerTypes { get; init; }
+    /// <summary>Gemma: attention scores are scaled by query_pre_attn_scalar^-0.5 instead of head_dim^-0.5.</summary>
+    public double? QueryPreAttnScalar { get; init; }
+    /// <summary>Gemma 2: scores become c·tanh(s/c) before the mask.</summary>
+    public double? AttnLogitSoftcapping { get; init; }
+    /// <summary>Gemma 2/3: logits become c·tanh(z/c).</summary>
+    public double? FinalLogitSoftcapping { get; init; }
     public long? BosTokenId { get; init; }
     public IReadOnlyList<long> EosTokenIds { get; init; } = [];
     public long? PadTokenId { get; init; }
 
     public bool IsGpt2 => ModelType == "gpt2";
 
+    /// <summary>The structural traits of this model_type (throws for an unsupported one).</summary>
+    public ModelFamily GetFamily() => ModelFamily.Of(ModelType);
+
+    /// <summary>The attention window of a layer, or null for full attention.</summary>
+    public int? WindowOf(int layer) =>
+        SlidingWindow is int w && (LayerTypes is null || LayerTypes[layer] == SlidingAttention) ? w : null;
+
+    /// <summary>The RoPE parameters a layer uses.</summary>
+    public RopeParameters RopeOf(int layer) => SlidingRope is not null && WindowOf(layer) is not null ? SlidingRope : Rope;
+
+    /// <summary>
+    /// True when keys rotated for a batch reaching <paramref name="cachedSeqLen"/> = max(position)+1 are stale for one
+    /// reaching <paramref name="seqLen"/>: LongRoPE swaps its short factors for the long ones past
+    /// original_max_position_embeddings (transformers' Phi-3 drops its cache at that point and recomputes).
+    /// Dynamic NTK keeps cached keys as they were (HF does too).
+    /// </summary>
+    public bool RopeSwitchesBetween(long cachedSeqLen, long seqLen) =>
+        new[] { Rope, SlidingRope }.Any(r => r is { Type: "longrope", OriginalMaxPositionEmbeddings: int o } && cachedSeqLen > o != seqLen > o);
+
+    /// <summary>The factor attention scores are multiplied by, written as HF writes it (x**-0.5).</summary>
+    public double AttentionScale => Math.Pow(QueryPreAttnScalar ?? HeadDim, -0.5);
+
     public bool Equals(CausalLMConfig? other) =>
-        other is not null && (this with { EosTokenIds = [] }).ToString() == (other with { EosTokenIds = [] }).ToString()
-        && EosTokenIds.SequenceEqual(other.EosTokenIds);
+        other is not null && Canonical().ToString() == other.Canonical().ToString()
+        && EosTokenIds.SequenceEqual(other.EosTokenIds) && Rope.Equals(other.Rope) && Equals(SlidingRope, other.SlidingRope)
+        && (LayerTypes ?? []).SequenceEqual(other.LayerTypes ?? []) && (LayerTypes is null) == (other.LayerTypes is null);
+
+    /// <summary>The scalar fields only (record printing shows lists as type names).</summary>
+    CausalLMConfig Canonical() => this with { EosTokenIds = [], LayerTypes = null, Rope = new(), SlidingRope = null };
 
     public override int GetHashCode() => HashCode.Combine(ModelType, VocabSize, HiddenSize, NumLayers);
 
@@ -52,201 +96,42 @@ public sealed record CausalLMConfig
         return File.Exists(gen) ? cfg.WithGenerationConfig(File.ReadAllText(gen), gen) : cfg;
     }
 
-    /// <summary>Parses config.json text; <paramref name="path"/> is only used in error messages.</summary>
-    public static CausalLMConfig Parse(string json, string path = "config.json") =>
-        WrapJsonErrors(path, () => ParseCore(json, path));
-
-    /// <summary>System.Text.Json.Nodes reports some problems (duplicate keys) lazily with non-JSON exception types.</summary>
-    static T WrapJsonErrors<T>(string path, Func<T> f)
-    {
-        try { return f(); }
-        catch (Exception e) when (e is JsonException or ArgumentException or InvalidOperationException or FormatException)
-        { throw new CheckpointFormatException($"{path}: field '(root)': invalid JSON content: {e.Message}", e) { FilePath = path }; }
-    }
-
-    static CausalLMConfig ParseCore(string json, string path)
-    {
-        JsonObject o = ParseObject(json, path);
-        var r = new Reader(o, path);
-        string type = r.Str("model_type") ?? throw r.Bad("model_type", "missing");
-        if (!SupportedModelTypes.Contains(type))
-            throw new UnsupportedModelException($"{path}: model_type '{type}' is not supported (supported: {string.Join(", ", SupportedModelTypes)})");
-        bool gpt2 = type == "gpt2";
-        int hidden = r.ReqInt(gpt2 ? "n_embd" : "hidden_size");
-        int heads = r.ReqInt(gpt2 ? "n_head" : "num_attention_heads");
-        int kv = gpt2 ? heads : r.Int("num_key_value_heads") ?? heads;
-        if (heads <= 0 || hidden % heads != 0 && r.Int("head_dim") == null) throw r.Bad(gpt2 ? "n_head" : "num_attention_heads", $"{heads} does not divide hidden size {hidden}");
-        int headDim = r.Int("head_dim") ?? hidden / heads;
-        if (kv <= 0 || heads % kv != 0) throw r.Bad("num_key_value_heads", $"{kv} must be positive and divide num_attention_heads {heads}");
-        string act = r.Str(gpt2 ? "activation_function" : "hidden_act") ?? (gpt2 ? "gelu_new" : "silu");
-        string[] acts = gpt2 ? ["gelu_new", "gelu_pytorch_tanh"] : ["silu"];
-        if (!acts.Contains(act)) throw new UnsupportedModelException($"{path}: activation '{act}' is not supported for {type} (supported: {string.Join(", ", acts)})");
-        var c = new CausalLMConfig
-        {
-            ModelType = type,
-            VocabSize = r.ReqInt("vocab_size"),
-            HiddenSize = hidden,
-            NumLayers = r.ReqInt(gpt2 ? "n_layer" : "num_hidden_layers"),
-            NumHeads = heads,
-            NumKeyValueHeads = kv,
-            HeadDim = headDim,
-            IntermediateSize = gpt2 ? r.Int("n_inner") ?? 4 * hidden : r.ReqInt("intermediate_size"),
-            MaxPositionEmbeddings = r.Int(gpt2 ? "n_positions" : "max_position_embeddings") ?? (gpt2 ? 1024 : 2048),
-            NormEps = r.Dbl(gpt2 ? "layer_norm_epsilon" : "rms_norm_eps") ?? (gpt2 ? 1e-5 : 1e-6),
-            RopeTheta = r.Dbl("rope_theta") ?? r.Dbl("rope_parameters", "rope_theta") ?? 10000,
-            TieWordEmbeddings = r.Bool("tie_word_embeddings") ?? gpt2,
-            AttentionBias = type == "qwen2" || (r.Bool("attention_bias") ?? false),
-            MlpBias = !gpt2 && (r.Bool("mlp_bias") ?? false),
-            HiddenAct = act,
-            AttentionDropout = r.Dbl(gpt2 ? "attn_pdrop" : "attention_dropout") ?? 0,
-            ResidualDropout = gpt2 ? r.Dbl("resid_pdrop") ?? 0 : 0,
-            EmbeddingDropout = gpt2 ? r.Dbl("embd_pdrop") ?? 0 : 0,
-            BosTokenId = r.Long("bos_token_id"),
-            EosTokenIds = r.LongList("eos_token_id"),
-            PadTokenId = r.Long("pad_token_id"),
-        };
-        if (!gpt2 && r.Str("rope_scaling", "rope_type") is string rs && rs != "default" ||
-            r.Str("rope_parameters", "rope_type") is string rt && rt != "default")
-            throw new UnsupportedModelException($"{path}: rope scaling / rope_type other than 'default' is not supported");
-        c.Validate(path);
-        return c;
-    }
-
-    /// <summary>Overrides bos/eos/pad with generation_config.json values where that file sets them.</summary>
-    public CausalLMConfig WithGenerationConfig(string json, string path) => WrapJsonErrors(path, () => WithGenerationConfigCore(json, path));
-
-    CausalLMConfig WithGenerationConfigCore(string json, string path)
-    {
-        var r = new Reader(ParseObject(json, path), path);
-        var eos = r.LongList("eos_token_id");
-        return this with
-        {
-            BosTokenId = r.Long("bos_token_id") ?? BosTokenId,
-            EosTokenIds = eos.Count > 0 ? eos : EosTokenIds,
-            PadTokenId = r.Long("pad_token_id") ?? PadTokenId,
-        };
-    }
-
     public void Validate(string path = "config")
     {
-        void Pos(int v, string f) { if (v <= 0) throw new CheckpointFormatException($"{path}: field '{f}' must be positive, got {v}") { FilePath = path }; }
+        CheckpointFormatException Bad(string field, string what) => new($"{path}: field '{field}' {what}") { FilePath = path };
+        void Pos(int v, string f) { if (v <= 0) throw Bad(f, $"must be positive, got {v}"); }
+        if (ModelFamily.Find(ModelType) is null)
+            throw new UnsupportedModelException($"{path}: model_type '{ModelType}' is not supported (supported: {string.Join(", ", SupportedModelTypes)})");
         Pos(VocabSize, "vocab_size"); Pos(HiddenSize, "hidden_size"); Pos(NumLayers, "num_hidden_layers");
         Pos(NumHeads, "num_attention_heads"); Pos(NumKeyValueHeads, "num_key_value_heads"); Pos(HeadDim, "head_dim");
         Pos(IntermediateSize, "intermediate_size"); Pos(MaxPositionEmbeddings, "max_position_embeddings");
-        if (IsGpt2 && HeadDim * NumHeads != HiddenSize) throw new CheckpointFormatException($"{path}: field 'n_head' does not divide n_embd") { FilePath = path };
-        if (HeadDim % 2 != 0 && !IsGpt2) throw new CheckpointFormatException($"{path}: field 'head_dim' must be even for RoPE, got {HeadDim}") { FilePath = path };
-        if (!(NormEps > 0) || !double.IsFinite(RopeTheta) || RopeTheta <= 0)
-            throw new CheckpointFormatException($"{path}: field 'rms_norm_eps'/'rope_theta' must be positive") { FilePath = path };
+        if (IsGpt2 && HeadDim * NumHeads != HiddenSize) throw Bad("n_head", "does not divide n_embd");
+        if (NumHeads % NumKeyValueHeads != 0) throw Bad("num_key_value_heads", $"{NumKeyValueHeads} must divide num_attention_heads {NumHeads}");
+        if (!(NormEps > 0)) throw Bad("rms_norm_eps", "must be positive");
         foreach (var (p, f) in new[] { (AttentionDropout, "attention_dropout"), (ResidualDropout, "resid_pdrop"), (EmbeddingDropout, "embd_pdrop") })
-            if (!(p >= 0 && p < 1)) throw new CheckpointFormatException($"{path}: field '{f}' must be in [0,1), got {p}") { FilePath = path };
-    }
-
-    /// <summary>Writes a config.json that transformers can load (native field names for the model type).</summary>
-    public string ToJson()
-    {
-        var o = new JsonObject { ["model_type"] = ModelType, ["vocab_size"] = VocabSize, ["tie_word_embeddings"] = TieWordEmbeddings };
-        if (IsGpt2)
+            if (!(p >= 0 && p < 1)) throw Bad(f, $"must be in [0,1), got {p}");
+        if (SlidingWindow is int w && w <= 0) throw Bad("sliding_window", $"must be positive, got {w}");
+        if (LayerTypes is not null)
         {
-            o["architectures"] = new JsonArray("GPT2LMHeadModel");
-            o["n_embd"] = HiddenSize; o["n_layer"] = NumLayers; o["n_head"] = NumHeads; o["n_inner"] = IntermediateSize;
-            o["n_positions"] = MaxPositionEmbeddings; o["layer_norm_epsilon"] = NormEps; o["activation_function"] = HiddenAct;
-            o["attn_pdrop"] = AttentionDropout; o["resid_pdrop"] = ResidualDropout; o["embd_pdrop"] = EmbeddingDropout;
+            if (LayerTypes.Count != NumLayers) throw Bad("layer_types", $"has {LayerTypes.Count} entries for {NumLayers} layers");
+            foreach (var t in LayerTypes)
+                if (t is not (FullAttention or SlidingAttention))
+                    throw new UnsupportedModelException($"{path}: field 'layer_types': layer type '{t}' is not supported (supported: {FullAttention}, {SlidingAttention})");
+            if (SlidingWindow is null && LayerTypes.Contains(SlidingAttention))
+                throw Bad("sliding_window", "is null but layer_types has sliding_attention layers");
         }
-        else
+        foreach (var (v, f) in new[] { (QueryPreAttnScalar, "query_pre_attn_scalar"), (AttnLogitSoftcapping, "attn_logit_softcapping"), (FinalLogitSoftcapping, "final_logit_softcapping") })
+            if (v is double d && !(d > 0 && double.IsFinite(d))) throw Bad(f, $"must be positive, got {d}");
+        if (IsGpt2) return;
+        foreach (var (rope, field) in new[] { (Rope, "rope_parameters"), (SlidingRope, "rope_parameters.sliding_attention") })
         {
-            o["architectures"] = new JsonArray(ModelType switch { "qwen2" => "Qwen2ForCausalLM", "mistral" => "MistralForCausalLM", _ => "LlamaForCausalLM" });
-            o["hidden_size"] = HiddenSize; o["num_hidden_layers"] = NumLayers; o["num_attention_heads"] = NumHeads;
-            o["num_key_value_heads"] = NumKeyValueHeads; o["head_dim"] = HeadDim; o["intermediate_size"] = IntermediateSize;
-            o["max_position_embeddings"] = MaxPositionEmbeddings; o["rms_norm_eps"] = NormEps; o["hidden_act"] = HiddenAct;
-            // Both spellings, so transformers 4.x (top-level) and 5.x (rope_parameters) read the same theta.
-            o["rope_theta"] = RopeTheta;
-            o["rope_parameters"] = new JsonObject { ["rope_theta"] = RopeTheta, ["rope_type"] = "default" };
-            o["attention_dropout"] = AttentionDropout; o["mlp_bias"] = MlpBias;
-            if (ModelType != "qwen2") o["attention_bias"] = AttentionBias;
-            if (ModelType == "qwen2") o["use_sliding_window"] = false;
-        }
-        if (BosTokenId is long b) o["bos_token_id"] = b;
-        if (EosTokenIds.Count == 1) o["eos_token_id"] = EosTokenIds[0];
-        else if (EosTokenIds.Count > 1) o["eos_token_id"] = new JsonArray(EosTokenIds.Select(e => (JsonNode)e).ToArray());
-        if (PadTokenId is long p) o["pad_token_id"] = p;
-        o["dtype"] = "float32";
-        return o.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
-    }
-
-    static JsonObject ParseObject(string json, string path)
-    {
-        JsonNode? node;
-        try { node = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { MaxDepth = 64 }); }
-        catch (Exception e) when (e is JsonException or ArgumentException or InvalidOperationException)
-        { throw new CheckpointFormatException($"{path}: field '(root)': not valid JSON: {e.Message}", e) { FilePath = path }; }
-        return node as JsonObject ?? throw new CheckpointFormatException($"{path}: field '(root)': must be a JSON object") { FilePath = path };
-    }
-
-    /// <summary>Typed field access where every failure names the file and the field.</summary>
-    sealed class Reader(JsonObject o, string path)
-    {
-        public CheckpointFormatException Bad(string field, string what) => new($"{path}: field '{field}': {what}") { FilePath = path };
-
-        JsonValue? Get(string a, string? b = null)
-        {
-            JsonNode? n = o[a];
-            if (b != null) n = n is JsonObject sub ? sub[b] : null;
-            if (n == null) return null;
-            return n as JsonValue ?? throw Bad(b == null ? a : $"{a}.{b}", "expected a scalar value");
-        }
-
-        public string? Str(string a, string? b = null)
-        {
-            var v = Get(a, b);
-            if (v == null) return null;
-            return v.TryGetValue(out string? s) ? s : throw Bad(b == null ? a : $"{a}.{b}", "expected a string");
-        }
-
-        public double? Dbl(string a, string? b = null)
-        {
-            var v = Get(a, b);
-            if (v == null) return null;
-            if (v.GetValueKind() != JsonValueKind.Number) throw Bad(b == null ? a : $"{a}.{b}", "expected a number");
-            return v.GetValue<double>();
-        }
-
-        public long? Long(string a)
-        {
-            var v = Get(a);
-            if (v == null) return null;
-            if (v.GetValueKind() != JsonValueKind.Number || !v.TryGetValue(out long l))
-            {
-                // Some configs write ids as 2.0; accept integral doubles only.
-                if (v.GetValueKind() == JsonValueKind.Number && v.GetValue<double>() is double d && d == Math.Floor(d) && Math.Abs(d) < 1e15) return (long)d;
-                throw Bad(a, "expected an integer");
-            }
-            return l;
-        }
-
-        public int? Int(string a)
-        {
-            long? l = Long(a);
-            if (l == null) return null;
-            if (l < int.MinValue || l > int.MaxValue) throw Bad(a, $"value {l} out of range");
-            return (int)l;
-        }
-
-        public int ReqInt(string a) => Int(a) ?? throw Bad(a, "required field is missing");
-
-        public bool? Bool(string a)
-        {
-            var v = Get(a);
-            if (v == null) return null;
-            return v.GetValueKind() switch { JsonValueKind.True => true, JsonValueKind.False => false, _ => throw Bad(a, "expected true/false") };
-        }
-
-        public IReadOnlyList<long> LongList(string a)
-        {
-            var n = o[a];
-            if (n == null) return [];
-            if (n is JsonArray arr)
-                return arr.Select((x, i) => x is JsonValue v && v.TryGetValue(out long l) ? l : throw Bad($"{a}[{i}]", "expected an integer")).ToList();
-            return [Long(a)!.Value];
+            if (rope is null) continue;
+            if (!(rope.Theta > 0 && double.IsFinite(rope.Theta))) throw Bad($"{field}.rope_theta", "must be positive");
+            int dim = rope.RotaryDim(HeadDim);
+            if (dim <= 0 || dim % 2 != 0) throw Bad($"{field}.partial_rotary_factor", $"gives {dim} rotary dims of head_dim {HeadDim}; RoPE needs a positive even number");
+            if (rope.Type == "dynamic" && dim <= 2) throw Bad($"{field}.rope_type", "dynamic needs more than 2 rotary dims");
+            foreach (var (list, name) in new[] { (rope.ShortFactor, "short_factor"), (rope.LongFactor, "long_factor") })
+                if (list is not null && list.Count != dim / 2) throw Bad($"{field}.{name}", $"has {list.Count} entries; rotary dim {dim} needs {dim / 2}");
         }
     }
 }

@@ -21,20 +21,31 @@ public static class CausalLMFactory
     public const string WeightsFile = "model.safetensors";
     public const string IndexFile = "model.safetensors.index.json";
 
-    public static CausalLM Create(CausalLMConfig config) =>
-        config.IsGpt2 ? new Gpt2LMHeadModel(config) : new LlamaForCausalLM(config);
+    /// <summary>
+    /// The module tree for a config (parameters uninitialised). The constructors only create parameters through torch
+    /// factory functions without dtype/device arguments, so a surrounding default-dtype/device scope applies.
+    /// </summary>
+    public static CausalLM Create(CausalLMConfig config)
+    {
+        config.GetFamily(); // a clear error for an unsupported model_type
+        return config.IsGpt2 ? new Gpt2LMHeadModel(config) : new DecoderLM(config);
+    }
 
-    /// <summary>Random θ₀: matrices and embeddings N(0, 0.02), norm weights 1, biases 0. Deterministic by seed.</summary>
+    /// <summary>
+    /// Random θ₀: matrices and embeddings N(0, 0.02), biases 0, norm weights at their neutral value (1, or 0 for
+    /// Gemma's x̂·(1 + w) norms). Deterministic by seed.
+    /// </summary>
     public static CausalLM CreateRandom(CausalLMConfig config, long seed, ScalarType dtype = ScalarType.Float32, Device? device = null)
     {
         config.Validate();
         var model = Create(config);
+        var zeroCentred = model.named_modules().Where(m => m.module is RMSNorm { OffsetWeight: true }).Select(m => m.name + ".weight").ToHashSet();
         using var gen = new Generator((ulong)seed);
         using (torch.no_grad())
         {
             foreach (var (name, p) in model.named_parameters())
             {
-                if (name.EndsWith(".bias")) p.zero_();
+                if (name.EndsWith(".bias") || zeroCentred.Contains(name)) p.zero_();
                 else if (p.dim() == 1) p.fill_(1.0);
                 else { using var r = torch.randn(p.shape, generator: gen); p.copy_(r.mul_(0.02)); }
             }

@@ -38,22 +38,22 @@ public sealed class Gpt2LMHeadModel : CausalLM
 
     public override Tensor EmbedTokens(Tensor inputIds) => transformer.wte.forward(inputIds);
 
-    public override CausalLMOutput Forward(CausalLMInput input)
+    public override Tensor OutputWeight => transformer.wte.weight!;
+
+    public override CausalLMHiddenOutput ForwardHidden(CausalLMInput input)
     {
-        var (x, past, mask, pos) = Prepare(input);
+        var (x, _, pos, masks) = Prepare(input);
         var h = x.add(transformer.wpe.forward(pos));
         if (training && Config.EmbeddingDropout > 0) h = nn.functional.dropout(h, Config.EmbeddingDropout, true);
-        var additive = Attention.MaskFor(mask, past, h.shape[1], h.dtype);
         var hidden = input.OutputHiddenStates ? new List<Tensor> { h } : null;
         for (int i = 0; i < Config.NumLayers; i++)
         {
-            h = ((Gpt2Block)transformer.h[i]).Forward(h, additive, input.Cache, i, training);
+            h = ((Gpt2Block)transformer.h[i]).Forward(h, masks, input.Cache, i, training);
             if (hidden != null && i < Config.NumLayers - 1) hidden.Add(h);
         }
         h = transformer.ln_f.forward(h);
         hidden?.Add(h);
-        var logits = nn.functional.linear(h, transformer.wte.weight!);
-        return new CausalLMOutput { Logits = LogitsDType(logits), HiddenStates = hidden };
+        return new CausalLMHiddenOutput { LastHiddenState = h, HiddenStates = hidden };
     }
 }
 
@@ -90,9 +90,9 @@ public sealed class Gpt2Block : nn.Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, Tensor? mask, KVCache? cache, int layer, bool train)
+    public Tensor Forward(Tensor x, AttentionMasks masks, KVCache? cache, int layer, bool train)
     {
-        var a = attn.Forward(ln_1.forward(x), mask, cache, layer, train);
+        var a = attn.Forward(ln_1.forward(x), masks, cache, layer, train);
         if (train && _resid > 0) a = nn.functional.dropout(a, _resid, true);
         x = x.add(a);
         var m = mlp.forward(ln_2.forward(x));
@@ -115,13 +115,14 @@ public sealed class Gpt2Attention : nn.Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, Tensor? mask, KVCache? cache, int layer, bool train)
+    public Tensor Forward(Tensor x, AttentionMasks masks, KVCache? cache, int layer, bool train)
     {
         long b = x.shape[0], t = x.shape[1];
         var qkv = c_attn.forward(x).split(x.shape[2], 2);
         Tensor Heads(Tensor z) => z.view(b, t, _heads, _dim).transpose(1, 2);
         Tensor q = Heads(qkv[0]), k = Heads(qkv[1]), v = Heads(qkv[2]);
         if (cache != null) (k, v) = cache.Append(layer, k, v);
+        var mask = masks.For(null, k.shape[2], Attention.CanFuse(q.dtype, k.shape[2], defaultScale: true, softcap: null));
         var o = Attention.Compute(q, k, v, mask, gpt2Scaling: true, _drop, train);
         return c_proj.forward(o.transpose(1, 2).reshape(b, t, _heads * _dim));
     }

@@ -1,0 +1,76 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace ML.Finetune.Models;
+
+/// <summary>
+/// The attention masks of one forward, built in one place. Query i (absolute index past + i) may see key j when
+/// <list type="bullet">
+/// <item>j ≤ past + i (causal) and the attention mask marks key j as real (padding);</item>
+/// <item>on a layer with window W: j &gt; past + i − W (W keys, the query's own included; HF counts sequence indices,
+///   not position ids);</item>
+/// <item>with <see cref="CausalLMInput.SequenceIds"/>: both carry the same id (packed sequences attend only within
+///   their own sequence).</item>
+/// </list>
+/// A layer whose KV cache dropped keys that left its window (see <see cref="KVCache"/>) gets the same mask restricted
+/// to the keys it still holds. Masks are additive, 0 or finfo(dtype).min (finite, so fully masked pad rows stay
+/// finite instead of NaN), [B, 1, T, keys]; each distinct window is built once per forward.
+/// </summary>
+public sealed class AttentionMasks
+{
+    readonly Tensor _mask2d;
+    readonly Tensor? _sequenceIds;
+    readonly long _past, _t;
+    readonly ScalarType _dtype;
+    readonly bool _noPadding;
+    readonly Dictionary<int, Tensor> _byWindow = new(); // key: window, or 0 for full attention
+
+    /// <param name="mask2d">[B, past + T], 1 = a real key.</param>
+    /// <param name="sequenceIds">[B, T] or null; only without a past.</param>
+    public AttentionMasks(Tensor mask2d, long past, long t, ScalarType dtype, Tensor? sequenceIds = null)
+    {
+        if (sequenceIds is not null && past != 0)
+            throw new ArgumentException($"SequenceIds (sequence packing) cannot be combined with a non-empty KV cache (it holds {past} positions)");
+        _mask2d = mask2d; _past = past; _t = t; _dtype = dtype; _sequenceIds = sequenceIds;
+        _noPadding = mask2d.ne(0).all().item<bool>();
+    }
+
+    /// <summary>
+    /// True when the causal structure alone is the mask for a layer with this window: no past, no padding, no
+    /// sequence ids, and a window (if any) that covers the whole sequence.
+    /// </summary>
+    public bool IsPlainCausal(int? window) =>
+        _past == 0 && _noPadding && _sequenceIds is null && (window is null || window >= _t);
+
+    /// <summary>
+    /// The additive mask [B, 1, T, <paramref name="keys"/>] of a layer with this window that attends over the last
+    /// <paramref name="keys"/> of the past + T positions (fewer than all when its cache dropped keys outside the
+    /// window), or null when <paramref name="allowImplicitCausal"/> (the fused kernel applies causality itself) and
+    /// <see cref="IsPlainCausal"/>.
+    /// </summary>
+    public Tensor? For(int? window, long keys, bool allowImplicitCausal)
+    {
+        if (allowImplicitCausal && IsPlainCausal(window)) return null;
+        int key = window ?? 0;
+        if (!_byWindow.TryGetValue(key, out var full)) _byWindow[key] = full = Build(window);
+        long total = full.shape[^1];
+        if (keys > total) throw new ArgumentException($"{keys} keys but the attention mask covers {total} positions");
+        return keys == total ? full : full.narrow(-1, total - keys, keys);
+    }
+
+    Tensor Build(int? window)
+    {
+        var dev = _mask2d.device;
+        long s = _mask2d.shape[1];
+        var q = torch.arange(_past, _past + _t, dtype: ScalarType.Int64, device: dev).unsqueeze(1); // [T,1] absolute query index
+        var k = torch.arange(0, s, dtype: ScalarType.Int64, device: dev).unsqueeze(0);            // [1,S]
+        var allowed = k.le(q);
+        if (window is int w) allowed = allowed.logical_and(k.gt(q.sub(w)));
+        var visible = allowed.unsqueeze(0).unsqueeze(0).logical_and(_mask2d.to_type(ScalarType.Bool).unsqueeze(1).unsqueeze(1)); // [B,1,T,S]
+        if (_sequenceIds is not null)
+            visible = visible.logical_and(_sequenceIds.unsqueeze(2).eq(_sequenceIds.unsqueeze(1)).unsqueeze(1));
+        var zero = torch.zeros(1, dtype: _dtype, device: dev);
+        var min = torch.full(1, torch.finfo(_dtype).min, dtype: _dtype, device: dev);
+        return torch.where(visible, zero, min);
+    }
+}
