@@ -44,21 +44,30 @@ public sealed class ChatTokenization
 
 /// <summary>
 /// The one place that turns rendered text into ids plus each token's character range. It tokenizes the whole text
-/// at once (as transformers does, so merges across message boundaries are the same) and takes the offsets the
-/// wrapped Microsoft.ML.Tokenizers tokenizer reports.
+/// at once (as transformers does, so merges across message boundaries are the same). Hugging Face tokenizer files
+/// (<see cref="HfTokenizer"/>) report offsets into the original text even when they normalize it, as HF's offset_mapping
+/// does; other tokenizers are used only when they do not normalize, since their offsets point into the normalized text.
 /// </summary>
 internal static class TokenOffsetMap
 {
     public static (IReadOnlyList<int> Ids, IReadOnlyList<(int Start, int End)> Offsets) Encode(CausalLMTokenizer tokenizer, string text)
     {
         // transformers tokenizes the rendering with add_special_tokens=False: the template writes BOS/EOS itself.
-        var tokens = tokenizer.Tokenizer is SentencePieceTokenizer sp
-            ? sp.EncodeToTokens(text, out string? normalized, addBeginningOfSentence: false, addEndOfSentence: false)
-            : tokenizer.Tokenizer.EncodeToTokens(text, out normalized);
-        if (normalized is not null && normalized != text)
-            throw new NotSupportedException(
-                "The tokenizer normalizes text before splitting it, so its token offsets do not point into the rendered conversation; " +
-                "assistant masks need a tokenizer without a normalizer (byte-level BPE, as Llama 3, Qwen and most chat models use).");
+        IReadOnlyList<EncodedToken> tokens;
+        if (tokenizer.Tokenizer is HfTokenizer)
+            tokens = tokenizer.EncodeToTokens(text, addSpecialTokens: false);
+        else
+        {
+            string? normalized;
+            tokens = tokenizer.Tokenizer is SentencePieceTokenizer sp
+                ? sp.EncodeToTokens(text, out normalized, addBeginningOfSentence: false, addEndOfSentence: false)
+                : tokenizer.Tokenizer.EncodeToTokens(text, out normalized);
+            if (normalized is not null && normalized != text)
+                throw new NotSupportedException(
+                    "The tokenizer normalizes text before splitting it, so its token offsets do not point into the rendered conversation; " +
+                    "assistant masks need a tokenizer.json (Hugging Face tokenizer file), whose offsets point into the original text, " +
+                    $"or a tokenizer without a normalizer (loaded from {tokenizer.Source ?? "an in-memory tokenizer"}).");
+        }
         var ids = new int[tokens.Count];
         var offsets = new (int, int)[tokens.Count];
         for (int i = 0; i < tokens.Count; i++)

@@ -33,8 +33,10 @@ public sealed class ChatTokenizationTests : IDisposable
     }
 
     [Fact]
-    public void TokenizersThatNormalizeTextAreRefused()
+    public void ANormalizingTokenizerJsonMasksByOffsetsIntoTheOriginalText()
     {
+        // A Lowercase normalizer changes the text the model splits, but HF tokenizer files report offsets into the
+        // original string (offset_mapping), so the assistant span still selects exactly the reply's tokens.
         TokenizerFileWriter.WriteWordLevelTokenizerJson(_dir, new[] { "hi", "there", "hello", "<|im_start|>user", "<|im_start|>assistant" }, "<unk>",
             eosToken: "<|im_end|>");
         var json = JsonNode.Parse(File.ReadAllText(Path.Combine(_dir, "tokenizer.json")))!;
@@ -42,7 +44,17 @@ public sealed class ChatTokenizationTests : IDisposable
         File.WriteAllText(Path.Combine(_dir, "tokenizer.json"), json.ToJsonString());
         var tokenizer = CausalLMTokenizer.FromFolder(_dir);
         var template = ChatTemplate.FromFolder(ChatFixtures.Path_("templates", "qwen2.5-instruct"));
-        var e = Assert.Throws<NotSupportedException>(() => template.Tokenize(tokenizer, s_chat));
-        Assert.Contains("normalizes text", e.Message);
+        var result = template.Tokenize(tokenizer, s_chat);
+        string text = result.Rendering.Text;
+        int helloId = tokenizer.TokenToId("hello")!.Value, hiId = tokenizer.TokenToId("hi")!.Value;
+        int hello = result.Ids.ToList().IndexOf(helloId), hi = result.Ids.ToList().IndexOf(hiId);
+        Assert.True(hello >= 0 && hi >= 0, "the lowercased words are in the encoding");
+        Assert.Equal("Hello", text[result.TokenOffsets[hello].Start..result.TokenOffsets[hello].End]);
+        Assert.Equal("Hi", text[result.TokenOffsets[hi].Start..result.TokenOffsets[hi].End]);
+        Assert.True(result.TrainedMask[hello]);
+        Assert.False(result.TrainedMask[hi]);
+        var span = Assert.Single(result.Rendering.AssistantSpans);
+        for (int t = 0; t < result.Ids.Count; t++)
+            Assert.Equal(result.TokenOffsets[t].Start < span.End && result.TokenOffsets[t].End > span.Start, result.TrainedMask[t]);
     }
 }
