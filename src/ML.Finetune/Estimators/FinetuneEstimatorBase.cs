@@ -71,6 +71,7 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
         CheckTextColumn(input.Schema, o.CompletionColumnName, "completion");
         if (string.IsNullOrWhiteSpace(o.BaseModelPath)) throw new ArgumentException("BaseModelPath is not set.", nameof(o.BaseModelPath));
         if (!Directory.Exists(o.BaseModelPath)) throw new DirectoryNotFoundException($"The base model folder '{o.BaseModelPath}' (BaseModelPath) does not exist.");
+        Runtime.TorchNativeLibrary.EnsureLoaded();
 
         if (o.NumberOfThreads is int threads)
         {
