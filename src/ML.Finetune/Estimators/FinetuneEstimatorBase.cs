@@ -80,9 +80,14 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
         }
         var device = ResolveDevice();
         var dtype = o.DType == FinetuneDType.BFloat16 ? ScalarType.BFloat16 : ScalarType.Float32;
+        var config = CausalLMConfig.Load(o.BaseModelPath);
         var tokenizer = CausalLMTokenizer.FromFolder(o.BaseModelPath);
-        var encoder = new ExampleEncoder(tokenizer, ExampleEncoder.EffectiveMaxLength(o.MaxSequenceLength, CausalLMConfig.Load(o.BaseModelPath)));
-        var train = ReadPairs(input, "training data (the IDataView passed to Fit)", encoder);
+        tokenizer.ValidateAgainstModel(config.VocabSize);
+        foreach (var warning in TokenizerChecks.CheckSpecialTokens(tokenizer, o.BaseModelPath, config.VocabSize)) Warn(warning);
+        var encoder = new ExampleEncoder(tokenizer, ExampleEncoder.EffectiveMaxLength(o.MaxSequenceLength, config));
+        var trainTexts = new List<(string, string)>();
+        var train = ReadPairs(input, "training data (the IDataView passed to Fit)", encoder, trainTexts);
+        if (TokenizerChecks.UnknownTokenWarning(tokenizer, trainTexts) is { } unknown) Warn(unknown);
         var validation = o.ValidationData is null ? null : ReadPairs(o.ValidationData, "ValidationData", encoder);
         List<long[]>? references = null;
         if (o.KlPenalty > 0)
@@ -92,10 +97,10 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
         }
 
         var model = CausalLMFactory.LoadPretrained(o.BaseModelPath, new ModelLoadOptions { DType = dtype, Device = device });
-        tokenizer.ValidateAgainstModel(model.Config.VocabSize);
         var method = CreateMethod();
         try
         {
+            using var progress = new FitProgress(Host, method.Name);
             torch.manual_seed(o.Seed);
             method.Attach(model, o.Seed);
             var trainer = new FinetuneTrainer(new TrainerOptions
@@ -111,12 +116,10 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
                 CheckAlive = () => HostAccess.CheckAlive(Host),
                 Progress = p =>
                 {
-                    var r = p.Record;
-                    if (r.Step == 0 || (r.Step + 1) % 10 == 0 || r.Step + 1 == p.TotalSteps || !double.IsNaN(r.ValLoss))
-                        HostAccess.Info(Host, $"step {r.Step + 1}/{p.TotalSteps}: loss {r.TrainLoss:G5} (ce {r.CrossEntropy:G5}, kl {r.KL:G4}), " +
-                            $"‖θ−θp‖ {r.Distance:G4}, lr {r.LearningRate:G3}{(double.IsNaN(r.ValLoss) ? "" : $", val {r.ValLoss:G5}")}");
+                    progress.Report(p);
                     ProgressCallback?.Invoke(p);
                 },
+                Warning = Warn,
             };
             var history = trainer.Train(model, method, train, validation, references);
             foreach (var (_, p) in method.TrainableParameters) p.requires_grad = false;
@@ -132,8 +135,20 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
         }
     }
 
-    /// <summary>Optional per-step progress callback (in addition to the ML.NET log).</summary>
+    /// <summary>Optional per-step progress callback (in addition to the ML.NET log and progress channel).</summary>
     public Action<TrainingProgress>? ProgressCallback { get; set; }
+
+    /// <summary>
+    /// Receives Fit's warnings (see <see cref="TokenizerChecks"/>; a corrupt checkpoint skipped on resume), which also go
+    /// to the ML.NET log (MLContext.Log, kind Warning). Default: "warning: …" on standard error; null silences that.
+    /// </summary>
+    public Action<string>? WarningCallback { get; set; } = message => Console.Error.WriteLine("warning: " + message);
+
+    void Warn(string message)
+    {
+        HostAccess.Warning(Host, message);
+        WarningCallback?.Invoke(message);
+    }
 
     Device ResolveDevice()
     {
@@ -154,7 +169,8 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
         }
     }
 
-    List<EncodedExample> ReadPairs(IDataView data, string what, ExampleEncoder encoder)
+    /// <summary>Encodes every row; <paramref name="texts"/>, when given, receives each prompt and completion with where it came from.</summary>
+    List<EncodedExample> ReadPairs(IDataView data, string what, ExampleEncoder encoder, List<(string Text, string Where)>? texts = null)
     {
         CheckTextColumn(data.Schema, Options.PromptColumnName, "prompt");
         CheckTextColumn(data.Schema, Options.CompletionColumnName, "completion");
@@ -168,7 +184,10 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
         {
             HostAccess.CheckAlive(Host);
             gp(ref pv); gc(ref cv);
-            list.Add(encoder.Encode(pv.ToString(), cv.ToString(), row++, Options.CompletionColumnName));
+            string prompt = pv.ToString(), completion = cv.ToString();
+            texts?.Add((prompt, $"{what}, row {row} (0-based), column '{Options.PromptColumnName}'"));
+            texts?.Add((completion, $"{what}, row {row} (0-based), column '{Options.CompletionColumnName}'"));
+            list.Add(encoder.Encode(prompt, completion, row++, Options.CompletionColumnName));
         }
         if (list.Count == 0) throw new InvalidOperationException($"The {what} has no rows; finetuning needs at least one (prompt, completion) pair.");
         return list;
