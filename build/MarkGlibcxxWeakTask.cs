@@ -14,10 +14,12 @@ namespace ML.Finetune.Build
     {
         [Required] public ITaskItem[] Files { get; set; } = System.Array.Empty<ITaskItem>();
         [Required] public string VersionName { get; set; } = "";
+        /// <summary>Patch even when this machine's libstdc++ has the version (a published app may run elsewhere).</summary>
+        public bool Always { get; set; }
 
         public override bool Execute()
         {
-            if (ElfVersionNeedPatcher.SystemLibStdCxxHas(VersionName))
+            if (!Always && ElfVersionNeedPatcher.SystemLibStdCxxHas(VersionName))
             {
                 Log.LogMessage(MessageImportance.Low, $"System libstdc++ provides {VersionName}; TorchSharp needs no patch.");
                 return true;
