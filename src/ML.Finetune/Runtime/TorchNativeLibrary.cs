@@ -63,6 +63,9 @@ public static class TorchNativeLibrary
             if (!OperatingSystem.IsLinux()) { State = "not Linux"; return null; }
             string? glue = FindGlue();
             if (glue is null) { State = "no glue library found"; return null; } // TorchSharp reports it; Describe explains
+            // No libtorch next to the glue: the app references no backend. Patching cannot help; TorchSharp may still find
+            // one in the NuGet cache (its fallback), and Describe names the missing package if it does not.
+            if (!HasBackend(glue)) { State = "no libtorch backend next to " + glue; return null; }
             byte[] image = File.ReadAllBytes(glue);
             long flagsAt = ElfVersionNeedPatcher.FindVernauxFlagsOffset(image, GlibcxxVersion, glue);
             if (flagsAt < 0 || (BitConverter.ToUInt16(image, (int)flagsAt) & ElfVersionNeedPatcher.VerFlagWeak) != 0)
@@ -87,6 +90,8 @@ public static class TorchNativeLibrary
             return null; // leave it to TorchSharp; EnsureLoaded still explains a failure
         }
     }
+
+    static bool HasBackend(string glue) => File.Exists(Path.Combine(Path.GetDirectoryName(glue)!, "libtorch_cpu.so"));
 
     static bool IsOff(string? v) => v is not null && (v == "0" || v.Equals("false", StringComparison.OrdinalIgnoreCase) || v.Equals("off", StringComparison.OrdinalIgnoreCase));
 
@@ -140,12 +145,22 @@ public static class TorchNativeLibrary
     static string Describe(Exception e)
     {
         string first = (e.InnerException ?? e).Message.Split('\n')[0];
+        try { return DescribeCore(first); }
+        catch (Exception io) when (io is IOException or UnauthorizedAccessException or InvalidDataException)
+        {
+            return $"TorchSharp's native backend failed to load: {first}";
+        }
+    }
+
+    static string DescribeCore(string first)
+    {
         string? glue = OperatingSystem.IsLinux() ? FindGlue() : null;
-        if (OperatingSystem.IsLinux() && glue is null)
-            return "TorchSharp's native libraries were not found next to the app (no libLibTorchSharp.so in its native search " +
-                   "folders). ML.Finetune, like Microsoft.ML.TorchSharp, leaves the backend to the app: add a PackageReference to " +
-                   "libtorch-cpu-linux-x64 2.10.0 (Linux x64), TorchSharp-cpu 0.107.0 (any OS) or TorchSharp-cuda-linux 0.107.0. " +
-                   $"TorchSharp said: {first}";
+        if (OperatingSystem.IsLinux() && (glue is null || !HasBackend(glue)))
+            return "TorchSharp's native backend (libtorch) was not found next to the app " +
+                   (glue is null ? "(no libLibTorchSharp.so in its native search folders). " : $"('{Path.GetDirectoryName(glue)}' has no libtorch_cpu.so). ") +
+                   "ML.Finetune, like Microsoft.ML.TorchSharp, leaves the backend to the app: add a PackageReference to " +
+                   "libtorch-cpu-linux-x64 2.10.0 (Linux x64), TorchSharp-cpu 0.107.0 (any OS) or TorchSharp-cuda-linux 0.107.0, " +
+                   $"and rebuild. TorchSharp said: {first}";
         if (glue is not null)
         {
             byte[] image = File.ReadAllBytes(glue);

@@ -32,13 +32,14 @@ public class NativeLoadRuntimeFixTests
         return Path.Combine(dir, Path.GetFileName(BuildInfo.LoadProbePath));
     }
 
-    static (int Exit, string Out, string Err) Run(string probe, string? fixVariable)
+    static (int Exit, string Out, string Err) Run(string probe, string? fixVariable, string? nugetPackages = null)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
         psi.ArgumentList.Add(probe);
         psi.ArgumentList.Add("native-check");
         psi.Environment.Remove(TorchNativeLibrary.FixVariable);
         if (fixVariable != null) psi.Environment[TorchNativeLibrary.FixVariable] = fixVariable;
+        if (nugetPackages != null) psi.Environment["NUGET_PACKAGES"] = nugetPackages; // where TorchSharp's fallback looks
         using var p = Process.Start(psi)!;
         var err = p.StandardError.ReadToEndAsync();
         string output = p.StandardOutput.ReadToEnd();
@@ -67,6 +68,25 @@ public class NativeLoadRuntimeFixTests
             Assert.Contains("ML.Finetune.Native.targets", err);
             Assert.DoesNotContain("doesn't contain a reference", err + output);
             Assert.False(Directory.Exists(Path.Combine(dir, "cpu")), "TorchSharp ran its NuGet-cache fallback (it copies libtorch into cpu/)");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
+    public void AppWithoutALibtorchBackend_IsToldWhichPackageToAdd()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        string dir = Fixtures.TempDir();
+        try
+        {
+            string probe = UnpatchedProbe(dir);
+            string native = Path.Combine(dir, "runtimes", "linux-x64", "native");
+            foreach (var lib in Directory.GetFiles(native, "libtorch*")) File.Delete(lib); // as if the app referenced no backend package
+            var (exit, output, err) = Run(probe, null, nugetPackages: Path.Combine(dir, "no-packages"));
+            Assert.Equal(1, exit);
+            Assert.Contains($"TorchSharp's native backend (libtorch) was not found next to the app ('{native}' has no libtorch_cpu.so)", err);
+            Assert.Contains("add a PackageReference to libtorch-cpu-linux-x64 2.10.0", err);
+            Assert.DoesNotContain("GLIBCXX", err);
         }
         finally { Directory.Delete(dir, true); }
     }
