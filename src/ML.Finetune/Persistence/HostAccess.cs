@@ -46,7 +46,7 @@ public static class HostAccess
     public static void Warning(IHost host, string message)
     {
         using var ch = host.Start("Finetune");
-        ch.Warning(MessageSensitivity.None, message);
+        ch.Warning(MessageSensitivity.Unknown, message); // may quote training data (ML.NET's default sensitivity)
     }
 
     /// <summary>A scalar SchemaShape column (its constructor is internal in ML.NET).</summary>

@@ -20,7 +20,7 @@ internal sealed class FinetuneRowMapper : IRowToRowMapper
         _parent = parent;
         InputSchema = inputSchema;
         OutputSchema = parent.GetOutputSchema(inputSchema);
-        _score = OutputSchema.Count - inputSchema.Count == 3;
+        _score = parent.ScoresCompletions(inputSchema);
     }
 
     public DataViewSchema InputSchema { get; }

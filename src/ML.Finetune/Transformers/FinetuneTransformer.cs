@@ -147,6 +147,10 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
         return new BatchMappedDataView(input, new Mapper(this, input.Schema), CheckAlive);
     }
 
+    /// <summary>Whether rows of this schema get Score and ScorePerToken: they have a text completion column.</summary>
+    internal bool ScoresCompletions(DataViewSchema schema) =>
+        schema.GetColumnOrNull(Settings.CompletionColumnName) is { } c && c.Type is TextDataViewType;
+
     /// <summary>Throws when the MLContext was cancelled (ML.NET's Host.CheckAlive).</summary>
     internal void CheckAlive()
     {
@@ -225,8 +229,7 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
         public Mapper(FinetuneTransformer t, DataViewSchema schema)
         {
             _t = t;
-            var c = schema.GetColumnOrNull(t.Settings.CompletionColumnName);
-            _score = c is { } col && col.Type is TextDataViewType;
+            _score = t.ScoresCompletions(schema);
         }
         public IReadOnlyList<string> InputColumns => _score
             ? new[] { _t.Settings.PromptColumnName, _t.Settings.CompletionColumnName } : new[] { _t.Settings.PromptColumnName };
