@@ -85,9 +85,8 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
         tokenizer.ValidateAgainstModel(config.VocabSize);
         foreach (var warning in TokenizerChecks.CheckSpecialTokens(tokenizer, o.BaseModelPath, config.VocabSize)) Warn(warning);
         var encoder = new ExampleEncoder(tokenizer, ExampleEncoder.EffectiveMaxLength(o.MaxSequenceLength, config));
-        var trainTexts = new List<(string, string)>();
-        var train = ReadPairs(input, "training data (the IDataView passed to Fit)", encoder, trainTexts);
-        if (TokenizerChecks.UnknownTokenWarning(tokenizer, trainTexts) is { } unknown) Warn(unknown);
+        var train = ReadPairs(input, "training data (the IDataView passed to Fit)", encoder);
+        if (TokenizerChecks.UnknownTokenWarning(tokenizer, Texts(input)) is { } unknown) Warn(unknown);
         var validation = o.ValidationData is null ? null : ReadPairs(o.ValidationData, "ValidationData", encoder);
         List<long[]>? references = null;
         if (o.KlPenalty > 0)
@@ -169,8 +168,23 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
         }
     }
 
-    /// <summary>Encodes every row; <paramref name="texts"/>, when given, receives each prompt and completion with where it came from.</summary>
-    List<EncodedExample> ReadPairs(IDataView data, string what, ExampleEncoder encoder, List<(string Text, string Where)>? texts = null)
+    /// <summary>Each prompt and completion of the training data with where it is, read again (nothing is kept in memory).</summary>
+    IEnumerable<(string Text, string Where)> Texts(IDataView data)
+    {
+        var p = data.Schema[Options.PromptColumnName]; var c = data.Schema[Options.CompletionColumnName];
+        using var cursor = data.GetRowCursor(new[] { p, c });
+        var gp = cursor.GetGetter<ReadOnlyMemory<char>>(p); var gc = cursor.GetGetter<ReadOnlyMemory<char>>(c);
+        ReadOnlyMemory<char> pv = default, cv = default;
+        for (long row = 0; cursor.MoveNext(); row++)
+        {
+            HostAccess.CheckAlive(Host);
+            gp(ref pv); gc(ref cv);
+            yield return (pv.ToString(), $"training row {row} (0-based), column '{Options.PromptColumnName}'");
+            yield return (cv.ToString(), $"training row {row} (0-based), column '{Options.CompletionColumnName}'");
+        }
+    }
+
+    List<EncodedExample> ReadPairs(IDataView data, string what, ExampleEncoder encoder)
     {
         CheckTextColumn(data.Schema, Options.PromptColumnName, "prompt");
         CheckTextColumn(data.Schema, Options.CompletionColumnName, "completion");
@@ -184,10 +198,7 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
         {
             HostAccess.CheckAlive(Host);
             gp(ref pv); gc(ref cv);
-            string prompt = pv.ToString(), completion = cv.ToString();
-            texts?.Add((prompt, $"{what}, row {row} (0-based), column '{Options.PromptColumnName}'"));
-            texts?.Add((completion, $"{what}, row {row} (0-based), column '{Options.CompletionColumnName}'"));
-            list.Add(encoder.Encode(prompt, completion, row++, Options.CompletionColumnName));
+            list.Add(encoder.Encode(pv.ToString(), cv.ToString(), row++, Options.CompletionColumnName));
         }
         if (list.Count == 0) throw new InvalidOperationException($"The {what} has no rows; finetuning needs at least one (prompt, completion) pair.");
         return list;
