@@ -1,5 +1,6 @@
-// MSBuild inline task (RoslynCodeTaskFactory) + the ELF patcher it runs. The test project compiles this same file
-// with ELF_PATCHER_ONLY defined, so the tests exercise exactly the code the build runs.
+// MSBuild inline task (RoslynCodeTaskFactory) + the ELF patcher it runs. The library compiles this same file with
+// ELF_PATCHER_ONLY defined (its run-time fix, Runtime/TorchNativeLibrary.cs), and the tests call that copy, so they
+// exercise exactly the code the build runs.
 using System;
 using System.IO;
 using System.Text;
@@ -13,10 +14,12 @@ namespace ML.Finetune.Build
     {
         [Required] public ITaskItem[] Files { get; set; } = System.Array.Empty<ITaskItem>();
         [Required] public string VersionName { get; set; } = "";
+        /// <summary>Patch even when this machine's libstdc++ has the version (a published app may run elsewhere).</summary>
+        public bool Always { get; set; }
 
         public override bool Execute()
         {
-            if (ElfVersionNeedPatcher.SystemLibStdCxxHas(VersionName))
+            if (!Always && ElfVersionNeedPatcher.SystemLibStdCxxHas(VersionName))
             {
                 Log.LogMessage(MessageImportance.Low, $"System libstdc++ provides {VersionName}; TorchSharp needs no patch.");
                 return true;
@@ -34,7 +37,7 @@ namespace ML.Finetune.Build
 
 namespace ML.Finetune.Build
 {
-    public static class ElfVersionNeedPatcher
+    internal static class ElfVersionNeedPatcher
     {
         public const ushort VerFlagWeak = 0x2;
         private const uint ShtGnuVerneed = 0x6ffffffe;

@@ -71,6 +71,7 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
         CheckTextColumn(input.Schema, o.CompletionColumnName, "completion");
         if (string.IsNullOrWhiteSpace(o.BaseModelPath)) throw new ArgumentException("BaseModelPath is not set.", nameof(o.BaseModelPath));
         if (!Directory.Exists(o.BaseModelPath)) throw new DirectoryNotFoundException($"The base model folder '{o.BaseModelPath}' (BaseModelPath) does not exist.");
+        Runtime.TorchNativeLibrary.EnsureLoaded();
 
         if (o.NumberOfThreads is int threads)
         {
@@ -79,9 +80,13 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
         }
         var device = ResolveDevice();
         var dtype = o.DType == FinetuneDType.BFloat16 ? ScalarType.BFloat16 : ScalarType.Float32;
+        var config = CausalLMConfig.Load(o.BaseModelPath);
         var tokenizer = CausalLMTokenizer.FromFolder(o.BaseModelPath);
-        var encoder = new ExampleEncoder(tokenizer, ExampleEncoder.EffectiveMaxLength(o.MaxSequenceLength, CausalLMConfig.Load(o.BaseModelPath)));
+        tokenizer.ValidateAgainstModel(config.VocabSize);
+        foreach (var warning in TokenizerChecks.CheckSpecialTokens(tokenizer, o.BaseModelPath, config.VocabSize)) Warn(warning);
+        var encoder = new ExampleEncoder(tokenizer, ExampleEncoder.EffectiveMaxLength(o.MaxSequenceLength, config));
         var train = ReadPairs(input, "training data (the IDataView passed to Fit)", encoder);
+        if (TokenizerChecks.UnknownTokenWarning(tokenizer, Texts(input)) is { } unknown) Warn(unknown);
         var validation = o.ValidationData is null ? null : ReadPairs(o.ValidationData, "ValidationData", encoder);
         List<long[]>? references = null;
         if (o.KlPenalty > 0)
@@ -91,10 +96,10 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
         }
 
         var model = CausalLMFactory.LoadPretrained(o.BaseModelPath, new ModelLoadOptions { DType = dtype, Device = device });
-        tokenizer.ValidateAgainstModel(model.Config.VocabSize);
         var method = CreateMethod();
         try
         {
+            using var progress = new FitProgress(Host, method.Name);
             torch.manual_seed(o.Seed);
             method.Attach(model, o.Seed);
             var trainer = new FinetuneTrainer(new TrainerOptions
@@ -110,12 +115,10 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
                 CheckAlive = () => HostAccess.CheckAlive(Host),
                 Progress = p =>
                 {
-                    var r = p.Record;
-                    if (r.Step == 0 || (r.Step + 1) % 10 == 0 || r.Step + 1 == p.TotalSteps || !double.IsNaN(r.ValLoss))
-                        HostAccess.Info(Host, $"step {r.Step + 1}/{p.TotalSteps}: loss {r.TrainLoss:G5} (ce {r.CrossEntropy:G5}, kl {r.KL:G4}), " +
-                            $"‖θ−θp‖ {r.Distance:G4}, lr {r.LearningRate:G3}{(double.IsNaN(r.ValLoss) ? "" : $", val {r.ValLoss:G5}")}");
+                    progress.Report(p);
                     ProgressCallback?.Invoke(p);
                 },
+                Warning = Warn,
             };
             var history = trainer.Train(model, method, train, validation, references);
             foreach (var (_, p) in method.TrainableParameters) p.requires_grad = false;
@@ -131,8 +134,20 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
         }
     }
 
-    /// <summary>Optional per-step progress callback (in addition to the ML.NET log).</summary>
+    /// <summary>Optional per-step progress callback (in addition to the ML.NET log and progress channel).</summary>
     public Action<TrainingProgress>? ProgressCallback { get; set; }
+
+    /// <summary>
+    /// Receives Fit's warnings (see <see cref="TokenizerChecks"/>; a corrupt checkpoint skipped on resume), which also go
+    /// to the ML.NET log (MLContext.Log, kind Warning). Default: "warning: …" on standard error; null silences that.
+    /// </summary>
+    public Action<string>? WarningCallback { get; set; } = message => Console.Error.WriteLine("warning: " + message);
+
+    void Warn(string message)
+    {
+        HostAccess.Warning(Host, message);
+        WarningCallback?.Invoke(message);
+    }
 
     Device ResolveDevice()
     {
@@ -150,6 +165,22 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
                 if (cuda) return torch.device(DeviceType.CUDA, gpu.Value);
                 if (fallback) return torch.CPU;
                 throw new InvalidOperationException($"MLContext.GpuDeviceId = {gpu} but CUDA is not available (set MLContext.FallbackToCpu = true to use the CPU).");
+        }
+    }
+
+    /// <summary>Each prompt and completion of the training data with where it is, read again (nothing is kept in memory).</summary>
+    IEnumerable<(string Text, string Where)> Texts(IDataView data)
+    {
+        var p = data.Schema[Options.PromptColumnName]; var c = data.Schema[Options.CompletionColumnName];
+        using var cursor = data.GetRowCursor(new[] { p, c });
+        var gp = cursor.GetGetter<ReadOnlyMemory<char>>(p); var gc = cursor.GetGetter<ReadOnlyMemory<char>>(c);
+        ReadOnlyMemory<char> pv = default, cv = default;
+        for (long row = 0; cursor.MoveNext(); row++)
+        {
+            HostAccess.CheckAlive(Host);
+            gp(ref pv); gc(ref cv);
+            yield return (pv.ToString(), $"training row {row} (0-based), column '{Options.PromptColumnName}'");
+            yield return (cv.ToString(), $"training row {row} (0-based), column '{Options.CompletionColumnName}'");
         }
     }
 

@@ -42,6 +42,13 @@ public static class HostAccess
         ch.Info(message);
     }
 
+    /// <summary>Writes a warning to the ML.NET log (MLContext.Log, kind Warning).</summary>
+    public static void Warning(IHost host, string message)
+    {
+        using var ch = host.Start("Finetune");
+        ch.Warning(MessageSensitivity.Unknown, message); // may quote training data (ML.NET's default sensitivity)
+    }
+
     /// <summary>A scalar SchemaShape column (its constructor is internal in ML.NET).</summary>
     public static SchemaShape.Column ScalarColumn(string name, DataViewType type) =>
         new(name, SchemaShape.Column.VectorKind.Scalar, type, false);

@@ -5,7 +5,9 @@ namespace ML.Finetune.Persistence;
 
 /// <summary>Identity of a saved component: ML.NET's VersionInfo, without exposing that internal type to callers.</summary>
 /// <param name="ModelSignature">Exactly 8 ASCII characters, stored in the model header.</param>
+/// <param name="Version">Written, readable and read-back version (one number: every format change is a new loader).</param>
 /// <param name="LoaderSignature">At most 24 Latin-1 characters; the name ML.NET looks the loader up by.</param>
+/// <param name="ComponentType">The component's type; its assembly is the loader assembly ML.NET loads on Load.</param>
 public sealed record PersistedComponentInfo(string ModelSignature, uint Version, string LoaderSignature, Type ComponentType);
 
 /// <summary>

@@ -9,6 +9,7 @@ using ML.Finetune.Estimators;
 using ML.Finetune.Generation;
 using ML.Finetune.Models;
 using ML.Finetune.Persistence;
+using ML.Finetune.Runtime;
 using ML.Finetune.Tokenization;
 using ML.Finetune.Training;
 using TorchSharp;
@@ -83,6 +84,15 @@ public sealed record BaseModelReference(string Path, IReadOnlyDictionary<string,
 /// the saved path, the folder in the environment variable <c>MLFINETUNE_BASE_MODEL_DIR</c> (the base folder itself or its
 /// parent), then each folder of <see cref="BaseModelSearchPaths"/> (itself or its parent). Missing → FileNotFoundException;
 /// changed weights → InvalidDataException naming path and expected hash.</para>
+/// <para>Single rows: <c>mlContext.Model.CreatePredictionEngine&lt;TIn, TOut&gt;(model)</c> works (this is a row-to-row
+/// mapper) and gives Transform's results: the same GeneratedText with greedy decoding (the default) and the same Score /
+/// ScorePerToken up to float rounding (a batch of one instead of a padded batch). With sampling (Temperature &gt; 0) each
+/// prediction samples with <see cref="FinetuneTransformerSettings.GenerationSeed"/>, as the first batch of a Transform does.
+/// As everywhere in ML.NET, a PredictionEngine is not thread-safe: use one per thread (or ASP.NET's PredictionEnginePool).
+/// Engines on different threads may share one transformer: they share its model and tokenizer read-only (no_grad
+/// forward passes, per-call KV caches and dispose scopes), so concurrent predictions are safe and give the results of
+/// sequential ones. By ML.NET's default an engine owns its transformer and disposing the engine disposes the model;
+/// pass <c>new PredictionEngineOptions { OwnsTransformer = false }</c> when the model outlives the engine.</para>
 /// </summary>
 public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposable
 {
@@ -116,22 +126,45 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
     internal ExampleEncoder Encoder { get; }
     public bool IsSelfContained => _baseFiles.Count > 0;
 
-    public bool IsRowToRowMapper => false;
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) => throw new NotSupportedException("Use Transform.");
+    public bool IsRowToRowMapper => true;
+
+    /// <summary>The single-row mapper behind PredictionEngine (see the class remarks).</summary>
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        ThrowIfDisposed();
+        FinetuneEstimatorBase.CheckTextColumn(inputSchema, Settings.PromptColumnName, "prompt");
+        return new FinetuneRowMapper(this, inputSchema);
+    }
 
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema) => new BatchMappedDataView(new EmptyDataView(inputSchema), new Mapper(this, inputSchema)).Schema;
 
     public IDataView Transform(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
+        ThrowIfDisposed();
         FinetuneEstimatorBase.CheckTextColumn(input.Schema, Settings.PromptColumnName, "prompt");
-        return new BatchMappedDataView(input, new Mapper(this, input.Schema), _host is null ? null : () => HostAccess.CheckAlive(_host));
+        return new BatchMappedDataView(input, new Mapper(this, input.Schema), CheckAlive);
     }
+
+    /// <summary>Whether rows of this schema get Score and ScorePerToken: they have a text completion column.</summary>
+    internal bool ScoresCompletions(DataViewSchema schema) =>
+        schema.GetColumnOrNull(Settings.CompletionColumnName) is { } c && c.Type is TextDataViewType;
+
+    /// <summary>Throws when the MLContext was cancelled (ML.NET's Host.CheckAlive).</summary>
+    internal void CheckAlive()
+    {
+        if (_host is not null) HostAccess.CheckAlive(_host);
+    }
+
+    private bool _disposed;
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 
     /// <summary>Generates a completion for each prompt (the GeneratedText column's values).</summary>
     /// <remarks>Batch i..i+BatchSize samples with seed GenerationSeed + i, so a row's text does not depend on earlier batches.</remarks>
     public IReadOnlyList<string> Generate(IReadOnlyList<string> prompts)
     {
+        ThrowIfDisposed();
         var g = Settings.Generation;
         var result = new List<string>();
         var eos = new HashSet<long>(Model.Config.EosTokenIds) { Encoder.EosId };
@@ -154,6 +187,7 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
     /// <summary>(Σ log p, mean log p per token) of completion + eos given the prompt, per pair.</summary>
     public IReadOnlyList<(double Score, double ScorePerToken)> Score(IReadOnlyList<(string Prompt, string Completion)> pairs)
     {
+        ThrowIfDisposed();
         var result = new List<(double, double)>();
         int bs = Settings.BatchSize;
         for (int i = 0; i < pairs.Count; i += bs)
@@ -195,8 +229,7 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
         public Mapper(FinetuneTransformer t, DataViewSchema schema)
         {
             _t = t;
-            var c = schema.GetColumnOrNull(t.Settings.CompletionColumnName);
-            _score = c is { } col && col.Type is TextDataViewType;
+            _score = t.ScoresCompletions(schema);
         }
         public IReadOnlyList<string> InputColumns => _score
             ? new[] { _t.Settings.PromptColumnName, _t.Settings.CompletionColumnName } : new[] { _t.Settings.PromptColumnName };
@@ -252,6 +285,7 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
 
     private static FinetuneTransformer Create(IHostEnvironment env, ModelLoadContext ctx) => ModelPersistence.Load(ctx, Info, r =>
     {
+        TorchNativeLibrary.EnsureLoaded();
         int format = r.Header.ReadInt32();
         if (format != 1) throw new InvalidDataException($"Unsupported FinetuneTransformer format {format}.");
         var manifest = JsonSerializer.Deserialize<Manifest>(r.ReadEntry("manifest.json")) ?? throw new InvalidDataException("manifest.json is empty.");
@@ -334,5 +368,11 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
         .Select(f => System.IO.Path.Combine(folder, f)).Where(File.Exists)
         .ToDictionary(f => System.IO.Path.GetFileName(f), File.ReadAllBytes);
 
-    public void Dispose() { (Method as IDisposable)?.Dispose(); Model.Dispose(); }
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        (Method as IDisposable)?.Dispose();
+        Model.Dispose();
+    }
 }

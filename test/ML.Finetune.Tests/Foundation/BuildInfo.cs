@@ -11,4 +11,6 @@ internal static class BuildInfo
 
     public static string LoadProbePath => Get("LoadProbePath");
     public static string NuGetPackageRoot => Get("NuGetPackageRoot");
+    public static string RepoRoot => Get("RepoRoot");
+    public static string Configuration => Get("Configuration");
 }
