@@ -92,7 +92,7 @@ public static class TokenizerChecks
     /// <summary>The tokenizer's unknown token (id and text), or null when it has none (byte-level BPE, tiktoken).</summary>
     public static (int Id, string Token)? UnknownToken(CausalLMTokenizer tokenizer) => tokenizer.Tokenizer switch
     {
-        WordLevelTokenizer w => (w.UnknownId, w.UnknownToken),
+        HfTokenizer { UnknownId: int id } h => (id, h.IdToToken(id) ?? "<unk>"),
         SentencePieceTokenizer sp => (sp.UnknownId, sp.UnknownToken),
         BpeTokenizer { UnknownToken: { } unk } => tokenizer.TokenToId(unk) is { } id ? (id, unk) : null,
         _ => null,

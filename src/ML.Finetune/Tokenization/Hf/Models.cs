@@ -20,6 +20,8 @@ internal abstract class HfModel
     public IReadOnlyDictionary<string, int> Vocab { get; }
     protected string?[] IdToTokenTable { get; }
     public int IdCount => IdToTokenTable.Length;
+    /// <summary>The id this model emits for what its vocabulary cannot represent, or null when it has none (byte-level BPE).</summary>
+    public virtual int? UnknownId => null;
 
     public abstract void Tokenize(string word, List<ModelToken> output);
     public int? TokenToId(string token) => Vocab.TryGetValue(token, out int id) ? id : null;
@@ -29,6 +31,7 @@ internal abstract class HfModel
 /// <summary>HF WordLevel: the whole pre-token is one id, or the unknown token's.</summary>
 internal sealed class WordLevelModel(IReadOnlyDictionary<string, int> vocab, int unkId) : HfModel(vocab)
 {
+    public override int? UnknownId => unkId;
     public override void Tokenize(string word, List<ModelToken> output) =>
         output.Add(new ModelToken(Vocab.TryGetValue(word, out int id) ? id : unkId, 0, word.Length));
 }
@@ -48,6 +51,7 @@ internal sealed class BpeModel : HfModel
     private readonly Dictionary<long, (int Rank, int NewId)> _merges;
     private readonly BpeOptionsHf _o;
     private readonly int _unkId = -1;
+    public override int? UnknownId => _unkId >= 0 ? _unkId : null;
     private readonly int[]? _byteIds;
     private readonly ConcurrentDictionary<string, ModelToken[]> _cache = new(StringComparer.Ordinal);
     private int _cached;
