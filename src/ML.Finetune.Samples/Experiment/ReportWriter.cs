@@ -31,15 +31,15 @@ public static class ReportWriter
         foreach (var method in r.Runs.Select(x => x.Method).Distinct())
         {
             string f = Path.Combine(folder, LossPlotName(method));
-            LossPlot(r.Runs.Where(x => x.Method == method).ToList(), method, f);
+            LossPlot(r.Runs.Where(x => x.Method == method).ToList(), method).SavePng(f, 900, 450);
             files.Add(f);
         }
         string acc = Path.Combine(folder, "accuracy.png");
-        AccuracyPlot(r, acc); files.Add(acc);
+        AccuracyPlot(r).SavePng(acc, 900, 450); files.Add(acc);
         if (r.Sweep.Count > 0)
         {
             string s = Path.Combine(folder, "lr_sweep.png");
-            SweepPlot(r.Sweep, s); files.Add(s);
+            SweepPlot(r.Sweep).SavePng(s, 900, 450); files.Add(s);
         }
         string md = Path.Combine(folder, "report.md");
         File.WriteAllText(md, Markdown(r, files.Select(Path.GetFileName).ToList()!, pretrainInfo, modelShown));
@@ -106,10 +106,10 @@ public static class ReportWriter
     static readonly Color[] InitColors = [Colors.SteelBlue, Colors.OrangeRed];
 
     /// <summary>
-    /// Cross-entropy per init (smoothed over 10 steps); for full+l2 and full+kl also the penalty term as it enters the
-    /// objective (trainLoss − ce = β·‖θ−θ_p‖² or λ·KL), dashed, on the right axis: it is orders of magnitude smaller.
+    /// Cross-entropy per init; for full+l2 and full+kl also the penalty term as it enters the objective (trainLoss − ce =
+    /// β·‖θ−θ_start‖² or λ·KL), dashed, on the right axis: it is orders of magnitude smaller. Both smoothed over 10 steps.
     /// </summary>
-    static void LossPlot(IReadOnlyList<RunResult> runs, string method, string path)
+    public static Plot LossPlot(IReadOnlyList<RunResult> runs, string method)
     {
         var plt = new Plot();
         string? penalty = method switch { "full+l2" => "L2 term beta*||theta-theta_start||^2", "full+kl" => "KL term lambda*KL(p_theta_p || p_theta)", _ => null };
@@ -122,19 +122,20 @@ public static class ReportWriter
             s.LegendText = $"cross-entropy, {InitName(x.Init)}";
             s.MarkerSize = 0; s.Color = color;
             if (penalty == null) continue;
-            var p = plt.Add.Scatter(steps, x.History.Select(h => h.TrainLoss - h.CrossEntropy).ToArray());
+            var p = plt.Add.Scatter(steps, Smooth(x.History.Select(h => h.TrainLoss - h.CrossEntropy).ToList(), 10));
             p.LegendText = $"{penalty.Split(' ')[0]} term, {InitName(x.Init)} (right axis)";
             p.MarkerSize = 0; p.Color = color; p.LinePattern = LinePattern.Dashed;
             p.Axes.YAxis = plt.Axes.Right;
         }
         plt.Title($"training loss: {method}");
-        plt.XLabel("step"); plt.YLabel("cross-entropy (completion tokens, smoothed)");
+        plt.XLabel("step (curves smoothed over 10 steps)"); plt.YLabel("cross-entropy (completion tokens)");
         if (penalty != null) plt.Axes.Right.Label.Text = penalty;
         PlotConventions.LegendOutside(plt);
-        plt.SavePng(path, 900, 450);
+        return plt;
     }
 
-    static void AccuracyPlot(MainJobResult r, string path)
+    /// <summary>Held-out accuracy per method, θ_p and θ_0 side by side, each bar labelled with its value.</summary>
+    public static Plot AccuracyPlot(MainJobResult r)
     {
         var plt = new Plot();
         var methods = r.Runs.Select(x => x.Method).Distinct().ToList();
@@ -156,10 +157,11 @@ public static class ReportWriter
         PlotConventions.LegendOutside(plt);
         PlotConventions.PercentAxis(plt, "held-out exact match");
         plt.Title("held-out exact-match accuracy after finetuning");
-        plt.SavePng(path, 900, 450);
+        return plt;
     }
 
-    static void SweepPlot(IReadOnlyList<RunResult> sweep, string path)
+    /// <summary>Held-out and train accuracy against the learning rate (log axis labelled 1e-4, 3e-4, …).</summary>
+    public static Plot SweepPlot(IReadOnlyList<RunResult> sweep)
     {
         var plt = new Plot();
         double[] xs = sweep.Select(x => PlotConventions.LogPosition(x.LearningRate)).ToArray();
@@ -171,6 +173,6 @@ public static class ReportWriter
         plt.Title($"learning-rate sweep: {sweep[0].Method}, theta_p");
         PlotConventions.PercentAxis(plt, "exact-match accuracy");
         PlotConventions.LogLearningRateAxis(plt, sweep.Select(x => x.LearningRate));
-        plt.SavePng(path, 900, 450);
+        return plt;
     }
 }

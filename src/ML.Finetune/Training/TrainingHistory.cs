@@ -46,7 +46,11 @@ public sealed class TrainingHistory
     /// has penalty terms, the cross-entropy and the penalty (trainLoss − ce = β·l2 + λ·kl, on its own right axis) are drawn
     /// too. The legend sits outside the data area.
     /// </summary>
-    public void SaveLossPlot(string path, int width = 800, int height = 500, string title = "Finetuning loss")
+    public void SaveLossPlot(string path, int width = 800, int height = 500, string title = "Finetuning loss") =>
+        LossPlot(title).SavePng(path, width, height);
+
+    /// <summary>The plot <see cref="SaveLossPlot"/> renders (to render elsewhere or restyle).</summary>
+    public ScottPlot.Plot LossPlot(string title = "Finetuning loss")
     {
         if (_records.Count == 0) throw new InvalidOperationException("The history is empty; nothing to plot.");
         var plot = new ScottPlot.Plot();
@@ -77,7 +81,7 @@ public sealed class TrainingHistory
         plot.XLabel("step");
         plot.YLabel("loss");
         PlotConventions.LegendOutside(plot);
-        plot.SavePng(path, width, height);
+        return plot;
     }
 
     public static TrainingHistory FromCsv(string csv)
