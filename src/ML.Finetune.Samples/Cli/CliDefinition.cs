@@ -88,30 +88,23 @@ public static class CliDefinition
     /// <summary>An integer option without a default (null when absent).</summary>
     public static Option<int?> OptionalIntOption(string name, int min, string description) => new(name)
     {
-        Description = description, HelpName = "n",
-        CustomParser = r =>
-        {
-            string s = r.Tokens.Count > 0 ? r.Tokens[0].Value : "";
-            if (int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) && v >= min) return v;
-            r.AddError($"option '{name}' must be an integer ≥ {min}, got '{s}'");
-            return null;
-        },
+        Description = description, HelpName = "n", CustomParser = r => ParseInt(r, name, min),
     };
-
-    static Option<string> RequiredString(string name, string description, string helpName = "dir") =>
-        new(name) { Description = description, Required = true, HelpName = helpName };
 
     public static Option<int> IntOption(string name, int fallback, int min, string description) => new(name)
     {
         Description = description, HelpName = "n", DefaultValueFactory = _ => fallback,
-        CustomParser = r =>
-        {
-            string s = r.Tokens.Count > 0 ? r.Tokens[0].Value : "";
-            if (int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) && v >= min) return v;
-            r.AddError($"option '{name}' must be an integer ≥ {min}, got '{s}'");
-            return fallback;
-        },
+        CustomParser = r => ParseInt(r, name, min) ?? fallback,
     };
+
+    /// <summary>The option's integer, or null after reporting a value below <paramref name="min"/> or not an integer.</summary>
+    static int? ParseInt(ArgumentResult r, string name, int min)
+    {
+        string s = r.Tokens.Count > 0 ? r.Tokens[0].Value : "";
+        if (int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) && v >= min) return v;
+        r.AddError($"option '{name}' must be an integer ≥ {min}, got '{s}'");
+        return null;
+    }
 
     public static Option<double?> PositiveDoubleOption(string name, string description) => new(name)
     {

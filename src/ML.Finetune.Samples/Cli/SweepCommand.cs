@@ -100,7 +100,7 @@ public static class SweepCommand
         Estimators.FinetuneEstimatorBase Create()
         {
             // The sweep creates one estimator per candidate, in order: the label names the candidate this one trains.
-            string label = $"lr {candidates[created].ToString("G3", CultureInfo.InvariantCulture)} ({created + 1}/{candidates.Count})";
+            string label = $"lr {CliDefinition.Number(candidates[created])} ({created + 1}/{candidates.Count})";
             created++;
             Estimators.FinetuneOptions o = method switch
             {
@@ -132,7 +132,7 @@ public static class SweepCommand
         using var result = LearningRateSweep.Run(Create, trainView, valView, options, row =>
         {
             progress.EndBar();
-            output.WriteLine($"lr {row.LearningRate.ToString("G3", CultureInfo.InvariantCulture)}: validation loss {row.ValidationLoss.ToString("F4", CultureInfo.InvariantCulture)}" +
+            output.WriteLine($"lr {CliDefinition.Number(row.LearningRate)}: validation loss {row.ValidationLoss.ToString("F4", CultureInfo.InvariantCulture)}" +
                              (row.Error != null ? $" ({row.Error})" : ""));
         });
         CliCancellation.Token.ThrowIfCancellationRequested();
@@ -143,7 +143,7 @@ public static class SweepCommand
         folder.Commit();
         output.WriteLine(Table(result.Rows, result.BestLearningRate));
         output.WriteLine($"{method} on {train.Count} train / {val.Count} validation examples, {steps} steps per candidate; best lr " +
-                         $"{result.BestLearningRate.ToString("G3", CultureInfo.InvariantCulture)} → {folder.FullPath}/model.zip, lr_sweep.csv, lr_sweep.png");
+                         $"{CliDefinition.Number(result.BestLearningRate)} → {folder.FullPath}/model.zip, lr_sweep.csv, lr_sweep.png");
         return 0;
     }
 
@@ -152,7 +152,7 @@ public static class SweepCommand
     {
         var sb = new System.Text.StringBuilder("| learning rate | validation loss | exact match | |\n|---|---|---|---|\n");
         foreach (var r in rows)
-            sb.AppendLine($"| {r.LearningRate.ToString("G3", CultureInfo.InvariantCulture)} | " +
+            sb.AppendLine($"| {CliDefinition.Number(r.LearningRate)} | " +
                           (r.Error != null ? "diverged" : r.ValidationLoss.ToString("F4", CultureInfo.InvariantCulture)) + " | " +
                           (r.Metric is double m ? ReportWriter.Pct(m) : "–") + $" | {(r.LearningRate == best ? "best" : "")} |");
         return sb.ToString().TrimEnd();
