@@ -124,7 +124,7 @@ public class OutputSafetyTests : IDisposable
         Assert.Empty(CliRunner.Debris(_dir));
         Save("v2", commit: true);
         Assert.Equal("v2", File.ReadAllText(Path.Combine(outDir, "a.txt")));
-        Assert.Equal([OutputFolder.StateFolderName, "a.txt"], Directory.GetFileSystemEntries(outDir).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray());
+        Assert.Equal([OutputFolder.StateFolderName, "a.txt"], Directory.GetFileSystemEntries(outDir).Select(e => Path.GetFileName(e)!).Order(StringComparer.Ordinal).ToArray());
         Assert.Empty(CliRunner.Debris(_dir));
     }
 }

@@ -52,7 +52,7 @@ public class ProgressResumeTests : IDisposable
     /// the weights and history of an uninterrupted run bit for bit. In between, --out holds only the command's state.
     /// </summary>
     [Fact]
-    public void Interrupted_finetune_stops_at_a_step_boundary_with_a_checkpoint_and_the_rerun_resumes_bit_exactly()
+    public async Task Interrupted_finetune_stops_at_a_step_boundary_with_a_checkpoint_and_the_rerun_resumes_bit_exactly()
     {
         const int Steps = 400;
         string data = CliRunner.WriteData(_dir);
@@ -60,28 +60,28 @@ public class ProgressResumeTests : IDisposable
         var full = CliRunner.Child(_dir, Finetune(data, reference, Steps, "--checkpoint-every", "50"));
         Assert.True(full.ExitCode == 0, full.ToString());
 
-        int signal;
         string? line;
         var output = new List<string>();
         using (var p = CliRunner.Start(_dir, Finetune(data, resumed, Steps, "--checkpoint-every", "50")))
         {
             var err = p.StandardError.ReadToEndAsync();
-            signal = 0;
+            int signal = 0;
             while ((line = p.StandardOutput.ReadLine()) != null)
             {
                 output.Add(line);
                 if (signal == 0 && StepLine.Match(line) is { Success: true } m && int.Parse(m.Groups[1].Value) >= 60) signal = CliRunner.Interrupt(p);
             }
             Assert.True(p.WaitForExit(60_000));
-            Assert.True(p.ExitCode == CliCancellation.ExitCode, $"exit {p.ExitCode}\n{string.Join('\n', output)}\n{err.Result}");
-            Assert.Contains("stopping at the next safe point", err.Result);
+            string errors = await err;
+            Assert.True(p.ExitCode == CliCancellation.ExitCode, $"exit {p.ExitCode}\n{string.Join('\n', output)}\n{errors}");
+            Assert.Contains("stopping at the next safe point", errors);
         }
         var stopped = output.Select(l => Regex.Match(l, @"^stopped after step (\d+)/400; checkpoint in (.+): run the same command again to resume$"))
             .Single(m => m.Success);
         int at = int.Parse(stopped.Groups[1].Value);
         Assert.InRange(at, 61, Steps - 1);
         // Only the command's state: no outputs yet, no temporary folders beside or inside --out.
-        Assert.Equal([OutputFolder.StateFolderName], Directory.GetFileSystemEntries(resumed).Select(Path.GetFileName));
+        Assert.Equal([OutputFolder.StateFolderName], Directory.GetFileSystemEntries(resumed).Select(e => Path.GetFileName(e)!));
         Assert.Empty(CliRunner.Debris(_dir));
         Assert.True(Directory.Exists(Path.Combine(resumed, OutputFolder.StateFolderName, "checkpoints", $"step-{at:D8}")), $"checkpoint of step {at}");
 
@@ -97,6 +97,5 @@ public class ProgressResumeTests : IDisposable
         // Finished: the checkpoints are gone, the outputs are there.
         Assert.False(Directory.Exists(Path.Combine(resumed, OutputFolder.StateFolderName, "checkpoints")));
         Assert.Empty(CliRunner.Debris(_dir));
-        _ = signal;
     }
 }
