@@ -54,55 +54,26 @@ public static class FinetuneCommand
     {
         var output = Commands.Out(a);
         string model = a.GetValue<string>("--model")!, data = a.GetValue<string>("--data")!, method = a.GetValue<string>("--method")!;
-        string outDir = a.GetValue<string>("--out")!;
-        int steps = a.GetValue<int>("--steps"), seed = a.GetValue<int>("--seed"), every = a.GetValue<int>("--checkpoint-every");
-        int rank = a.GetValue<int>("--rank"), virtualTokens = a.GetValue<int>("--virtual-tokens");
-        int warmup = a.GetValue<int?>("--warmup") ?? Math.Max(1, steps / 10);
-        bool projection = a.GetValue<bool>("--projection"), overwrite = a.GetValue<bool>("--overwrite");
-        if (projection && method != "prefix") throw new CliException("option '--projection' applies to --method prefix only");
-        if (a.GetResult("--virtual-tokens") is System.CommandLine.Parsing.OptionResult { Implicit: false } && method is not ("prompt" or "prefix"))
-            throw new CliException("option '--virtual-tokens' applies to --method prompt or prefix only");
-        if (a.GetResult("--rank") is System.CommandLine.Parsing.OptionResult { Implicit: false } && method != "lora")
-            throw new CliException("option '--rank' applies to --method lora only");
-        double lr = a.GetValue<double?>("--lr") ?? method switch { "lora" => 3e-3, "prompt" => 3e-2, "prefix" => 1e-2, _ => 3e-4 };
+        int steps = a.GetValue<int>("--steps");
+        bool overwrite = a.GetValue<bool>("--overwrite");
+        double lr = a.GetValue<double?>("--lr") ?? EstimatorRecipe.DefaultLearningRate(method);
         string weights = method == "full" ? "hf" : "adapter";
-        using var folder = OutputFolder.Open(Name, outDir, overwrite, ["model.zip", "history.csv", "loss.png", weights], ("--model", model), ("--data", data));
-
-        var config = CausalLMConfig.Load(model);
-        int maxLength = DataChecks.MaxLength(a, config);
+        var recipe = EstimatorRecipe.From(a, out var config);
+        using var folder = OutputFolder.Open(Name, a.GetValue<string>("--out")!, overwrite, ["model.zip", "history.csv", "loss.png", weights],
+            ("--model", model), ("--data", data));
         var rows = PromptCompletionFile.LoadLines(data);
-        DataChecks.CompletionsFit(rows, data, CausalLMTokenizer.FromFolder(model), maxLength, config.MaxPositionEmbeddings);
+        DataChecks.CompletionsFit(rows, data, CausalLMTokenizer.FromFolder(model), recipe.MaxLength, config.MaxPositionEmbeddings);
         CliCancellation.Token.ThrowIfCancellationRequested();
 
-        var settings = new SortedDictionary<string, string>(StringComparer.Ordinal)
-        {
-            ["model"] = RealPath.Of(model), ["data"] = RealPath.Of(data), ["data sha256"] = Sha256(data), ["method"] = method,
-            ["steps"] = Inv(steps), ["lr"] = lr.ToString("R", CultureInfo.InvariantCulture), ["warmup"] = Inv(warmup), ["seed"] = Inv(seed),
-            ["max-length"] = Inv(maxLength), ["batch"] = "16",
-        };
-        if (method == "lora") settings["rank"] = Inv(rank);
-        if (method is "prompt" or "prefix") settings["virtual-tokens"] = Inv(virtualTokens);
-        if (method == "prefix") settings["projection"] = projection ? "yes" : "no";
+        var settings = recipe.Describe(lr);
+        settings["data"] = RealPath.Of(data);
+        settings["data sha256"] = Sha256(data);
         int resumeFrom = PrepareResume(a, folder, settings, overwrite);
 
-        var ml = new MLContext(seed);
+        var ml = new MLContext(recipe.Seed);
         using var cancel = CliCancellation.Token.Register(() => HostAccess.CancelExecution(ml));
         var dv = ml.Data.LoadFromEnumerable(rows.Select(r => new Commands.PromptCompletionRow { Prompt = r.Pair.Prompt, Completion = r.Pair.Completion }));
-        T Fill<T>(T o) where T : FinetuneOptions
-        {
-            o.BaseModelPath = Path.GetFullPath(model); o.MaxSteps = steps; o.LearningRate = lr; o.BatchSize = 16; o.WarmupSteps = warmup;
-            o.Schedule = LearningRateScheduleKind.Cosine; o.Seed = seed; o.NumberOfThreads = 1; o.MaxSequenceLength = maxLength;
-            o.Generation = new FinetuneGenerationOptions { MaxNewTokens = 8 };
-            o.CheckpointFolder = folder.CheckpointPath; o.CheckpointEveryNSteps = every;
-            return o;
-        }
-        FinetuneEstimatorBase estimator = method switch
-        {
-            "lora" => ml.Transforms.LoraFinetune(Fill(new LoraFinetuneOptions { Rank = rank, Alpha = 2 * rank })),
-            "prompt" => ml.Transforms.PromptTune(Fill(new PromptTuneOptions { NumVirtualTokens = virtualTokens })),
-            "prefix" => ml.Transforms.PrefixTune(Fill(new PrefixTuneOptions { NumVirtualTokens = virtualTokens, PrefixProjection = projection })),
-            _ => ml.Transforms.Finetune(Fill(new FullFinetuneOptions())),
-        };
+        var estimator = recipe.Create(ml, lr, folder.CheckpointPath, a.GetValue<int>("--checkpoint-every"));
         var progress = ProgressReporter.For(output, a.GetValue<bool>("--no-progress"));
         estimator.ProgressCallback = p => progress.Step(null, p.Record.Step + 1, p.TotalSteps, p.Record.TrainLoss, p.Tokens);
         if (resumeFrom > 0) output.WriteLine($"resuming from the checkpoint at step {resumeFrom}/{steps} in {folder.CheckpointPath}");
@@ -181,8 +152,6 @@ public static class FinetuneCommand
                 break;
         }
     }
-
-    static string Inv(int v) => v.ToString(CultureInfo.InvariantCulture);
 
     static string Sha256(string path)
     {

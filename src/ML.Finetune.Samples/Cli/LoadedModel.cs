@@ -81,7 +81,7 @@ public sealed class LoadedModel : IDisposable
         if (root is FormatException or InvalidDataException && (root.Message.Contains("zip", StringComparison.OrdinalIgnoreCase) || root.InnerException is InvalidDataException))
             return new InvalidDataException($"{zip}: not a model.zip written by finetune — the file is not a complete zip archive " +
                                             $"({CliErrors.Clean(root.InnerException?.Message ?? root.Message).TrimEnd('.')}); is it truncated?");
-        return new InvalidDataException($"{zip}: cannot load this model.zip: {CliErrors.Clean(root.Message)}");
+        return new InvalidDataException($"{zip}: not a model.zip written by finetune (ML.NET could not load it: {CliErrors.Clean(root.Message)})");
     }
 
     static string PeftType(string adapter)

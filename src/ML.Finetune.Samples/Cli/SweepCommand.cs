@@ -61,13 +61,10 @@ public static class SweepCommand
         string outDir = a.GetValue<string>("--out")!;
         string? validation = a.GetValue<string>("--validation");
         int steps = a.GetValue<int>("--steps"), seed = a.GetValue<int>("--seed");
-        int warmup = a.GetValue<int?>("--warmup") ?? Math.Max(1, steps / 10);
-        bool projection = a.GetValue<bool>("--projection");
-        if (projection && method != "prefix") throw new CliException("option '--projection' applies to --method prefix only");
+        var recipe = EstimatorRecipe.From(a, out var config);
         using var folder = OutputFolder.Open("sweep", outDir, a.GetValue<bool>("--overwrite"), ["lr_sweep.csv", "lr_sweep.png", "model.zip"],
             ("--model", model), ("--data", data), ("--validation", validation));
-        var config = CausalLMConfig.Load(model);
-        int maxLength = DataChecks.MaxLength(a, config);
+        int maxLength = recipe.MaxLength;
         var tokenizer = Tokenization.CausalLMTokenizer.FromFolder(model);
         var lines = PromptCompletionFile.LoadLines(data);
         DataChecks.CompletionsFit(lines, data, tokenizer, maxLength, config.MaxPositionEmbeddings);
@@ -93,7 +90,6 @@ public static class SweepCommand
         IDataView View(IEnumerable<QaPair> ps) => ml.Data.LoadFromEnumerable(ps.Select(p => new Commands.PromptCompletionRow { Prompt = p.Prompt, Completion = p.Completion }));
         var trainView = View(train);
         var valView = View(val);
-        int rank = a.GetValue<int>("--rank"), k = a.GetValue<int>("--virtual-tokens");
         var candidates = new LearningRateSweepOptions { Candidates = a.GetValue<double[]>("--lrs") }.ResolveCandidates();
         var progress = ProgressReporter.For(output, a.GetValue<bool>("--no-progress"));
         int created = 0;
@@ -102,23 +98,7 @@ public static class SweepCommand
             // The sweep creates one estimator per candidate, in order: the label names the candidate this one trains.
             string label = $"lr {CliDefinition.Number(candidates[created])} ({created + 1}/{candidates.Count})";
             created++;
-            Estimators.FinetuneOptions o = method switch
-            {
-                "lora" => new Estimators.LoraFinetuneOptions { Rank = rank, Alpha = 2 * rank },
-                "prompt" => new Estimators.PromptTuneOptions { NumVirtualTokens = k },
-                "prefix" => new Estimators.PrefixTuneOptions { NumVirtualTokens = k, PrefixProjection = projection },
-                _ => new Estimators.FullFinetuneOptions(),
-            };
-            o.BaseModelPath = Path.GetFullPath(model); o.BatchSize = 16; o.WarmupSteps = warmup;
-            o.Schedule = LearningRateScheduleKind.Cosine; o.NumberOfThreads = 1;
-            o.MaxSequenceLength = maxLength; o.Generation = new Estimators.FinetuneGenerationOptions { MaxNewTokens = 8 };
-            Estimators.FinetuneEstimatorBase e = method switch
-            {
-                "lora" => ml.Transforms.LoraFinetune((Estimators.LoraFinetuneOptions)o),
-                "prompt" => ml.Transforms.PromptTune((Estimators.PromptTuneOptions)o),
-                "prefix" => ml.Transforms.PrefixTune((Estimators.PrefixTuneOptions)o),
-                _ => ml.Transforms.Finetune((Estimators.FullFinetuneOptions)o),
-            };
+            var e = recipe.Create(ml, candidates[created - 1]); // the sweep sets learning rate, steps and seed itself
             e.ProgressCallback = p => progress.Step(label, p.Record.Step + 1, p.TotalSteps, p.Record.TrainLoss, p.Tokens);
             return e;
         }

@@ -55,7 +55,7 @@ public class CliErrorTests : IDisposable
         System.IO.Compression.ZipFile.CreateFromDirectory(Path.Combine(outDir, "hf"), other);
         foreach (var zip in new[] { text, truncated })
             CliRunner.AssertError(CliRunner.Child(_dir, "generate", "--zip", zip, "--prompt", "where is yale"), 1, zip, "not a model.zip");
-        CliRunner.AssertError(CliRunner.InProcess("evaluate", "--zip", other, "--data", data), 1, other);
+        CliRunner.AssertError(CliRunner.InProcess("evaluate", "--zip", other, "--data", data), 1, other, "not a model.zip");
     }
 
     [Fact]
