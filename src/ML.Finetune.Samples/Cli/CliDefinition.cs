@@ -5,75 +5,40 @@ using ML.Finetune.Samples.Experiment;
 
 namespace ML.Finetune.Samples.Cli;
 
-/// <summary>A usage error found after parsing (a rule between options): printed with a hint, exit code 2.</summary>
-public sealed class CliException(string message) : Exception(message);
-
 /// <summary>The System.CommandLine tree of the samples CLI. Every option validates its own value at parse time.</summary>
 public static class CliDefinition
 {
     public const string Name = "ML.Finetune.Samples";
     public static readonly string[] FinetuneMethodNames = ["full", "lora", "prompt", "prefix"];
+    public const string DataHelp = "prompt/completion pairs: .jsonl, one object per line with string fields \"prompt\" and \"completion\" " +
+                                   "(the completion is what the model learns to write after the prompt, e.g. \" Boston\"), or .csv with a header row prompt,completion";
 
     public static RootCommand Build()
     {
         var root = new RootCommand("The main job (no command): pretrained θ_p vs random θ_0, finetuned under every method, held-out exact match.")
         {
-            FileOption("--facts", "facts TSV (university, city, state, split); default: Data/universities.tsv"),
+            FileOption("--facts", "facts TSV (columns university, city, state, split = train|test); default: Data/universities.tsv"),
             MethodsOption(),
-            new Option<string>("--out") { Description = "output folder", DefaultValueFactory = _ => "mainjob-out", HelpName = "dir" },
+            new Option<string>("--out") { Description = "output folder (report.md, PNG plots)", DefaultValueFactory = _ => "mainjob-out", HelpName = "dir" },
             IntOption("--seed", 1, 0, "random seed"),
             IntOption("--steps", 150, 1, "finetuning steps per method"),
             new Option<bool>("--no-sweep") { Description = "skip the learning-rate sweep" },
-            new Option<bool>("--no-progress") { Description = "no progress bars" },
+            NoProgressOption(),
             DirOption("--model", false, "θ_p HF folder; default: DefaultModel"),
+            OverwriteOption(),
         };
-        root.SetAction(Commands.MainJob);
+        root.SetAction(MainJobCommand.MainJob);
 
-        var pretrain = new Command("pretrain", "pretrain θ_p on the facts' paraphrase corpus")
+        var pretrain = new Command("pretrain", "pretrain θ_p on the facts' paraphrase corpus; writes an HF folder into --out")
         {
-            RequiredString("--out", "output HF folder"),
+            OutOption(required: true),
             FileOption("--facts", "facts TSV; default: Data/universities.tsv"),
             IntOption("--seed", 1, 0, "random seed"),
             IntOption("--steps", new PretrainOptions().Steps, 1, "pretraining steps"),
+            OverwriteOption(),
+            NoProgressOption(),
         };
-        pretrain.SetAction(Commands.Pretrain);
-
-        var finetune = new Command("finetune",
-            "finetune with the library's ML.NET estimator; writes <out>/model.zip, <out>/history.csv and <out>/hf/ (full) or <out>/adapter/ (PEFT: lora, prompt, prefix)")
-        {
-            DirOption("--model", true, "base model HF folder"),
-            FileOption("--data", "prompt/completion pairs (.jsonl or .csv)", required: true),
-            ChoiceOption("--method", FinetuneMethodNames, required: true, "finetuning method"),
-            RequiredString("--out", "output folder (replaced only when finetuning succeeds)"),
-            IntOption("--steps", 150, 1, "optimizer steps"),
-            PositiveDoubleOption("--lr", "learning rate; default: full 3e-4, lora 3e-3, prompt 3e-2, prefix 1e-2"),
-            IntOption("--seed", 1, 0, "random seed"),
-            IntOption("--rank", 8, 1, "LoRA rank r (lora); α = 2r"),
-            IntOption("--virtual-tokens", 8, 1, "number of virtual tokens (prompt, prefix)"),
-            new Option<bool>("--projection") { Description = "train the prefix through the MLP reparameterisation (prefix)" },
-        };
-        finetune.SetAction(Commands.Finetune);
-
-        var generate = new Command("generate", "greedy continuation of a prompt")
-        {
-            DirOption("--model", false, "HF model folder"),
-            DirOption("--adapter", false, "PEFT adapter folder (LoRA, prompt or prefix tuning) for --model"),
-            FileOption("--zip", "ML.NET model.zip written by finetune (instead of --model)"),
-            RequiredString("--prompt", "prompt text", "text"),
-            IntOption("--max-tokens", 16, 1, "maximum new tokens"),
-        };
-        generate.SetAction(Commands.Generate);
-
-        var evaluate = new Command("evaluate",
-            "exact match on the facts' QA split (--model), or exact match, mean NLL and perplexity on prompt/completion pairs (--zip with --data)")
-        {
-            DirOption("--model", false, "HF model folder (facts QA)"),
-            FileOption("--facts", "facts TSV; default: Data/universities.tsv"),
-            ChoiceOption("--split", ["test", "train"], required: false, "QA split", "test"),
-            FileOption("--zip", "ML.NET model.zip written by finetune (with --data)"),
-            FileOption("--data", "prompt/completion pairs (.jsonl or .csv)"),
-        };
-        evaluate.SetAction(Commands.Evaluate);
+        pretrain.SetAction(MainJobCommand.Pretrain);
 
         var bench = new Command("bench", "forward/generation benchmark of a GPT-2-small-shaped model")
         {
@@ -87,29 +52,59 @@ public static class CliDefinition
         info.SetAction(_ => InfoCommand.Run());
 
         root.Add(pretrain);
-        root.Add(finetune);
-        root.Add(generate);
-        root.Add(evaluate);
+        root.Add(FinetuneCommand.Build());
+        root.Add(GenerateEvaluateCommands.BuildGenerate());
+        root.Add(GenerateEvaluateCommands.BuildEvaluate());
         root.Add(SweepCommand.Build());
         root.Add(bench);
         root.Add(info);
         return root;
     }
 
-    static Option<string> RequiredString(string name, string description, string helpName = "dir") =>
-        new(name) { Description = description, Required = true, HelpName = helpName };
+    /// <summary>A number as a user types it: 3 significant digits, "1e6" / "3e-5" rather than "1E+06".</summary>
+    public static string Number(double v) =>
+        v.ToString("G3", CultureInfo.InvariantCulture).Replace("E+0", "e").Replace("E-0", "e-").Replace("E+", "e").Replace("E-", "e-");
+
+    public static Option<string> OutOption(bool required) => new("--out")
+    {
+        Description = "output folder: new, empty, or written by this command before; only this command's own outputs are ever replaced",
+        Required = required, HelpName = "dir",
+    };
+
+    public static Option<bool> OverwriteOption(string? description = null) => new("--overwrite")
+    {
+        Description = description ?? "use a non-empty --out that this command did not write; still only this command's own outputs are replaced",
+    };
+
+    public static Option<bool> NoProgressOption() => new("--no-progress")
+    {
+        Description = "no progress (default: a bar on a terminal, a line every ~10% of the steps when the output is redirected)",
+    };
+
+    public static Option<int?> MaxLengthOption() => OptionalIntOption("--max-length", 2,
+        "maximum tokens of prompt + completion + eos; longer prompts are cut from the left, a completion that does not fit is an error; " +
+        "default and maximum: the model's context (max_position_embeddings)");
+
+    /// <summary>An integer option without a default (null when absent).</summary>
+    public static Option<int?> OptionalIntOption(string name, int min, string description) => new(name)
+    {
+        Description = description, HelpName = "n", CustomParser = r => ParseInt(r, name, min),
+    };
 
     public static Option<int> IntOption(string name, int fallback, int min, string description) => new(name)
     {
         Description = description, HelpName = "n", DefaultValueFactory = _ => fallback,
-        CustomParser = r =>
-        {
-            string s = r.Tokens.Count > 0 ? r.Tokens[0].Value : "";
-            if (int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) && v >= min) return v;
-            r.AddError($"option '{name}' must be an integer ≥ {min}, got '{s}'");
-            return fallback;
-        },
+        CustomParser = r => ParseInt(r, name, min) ?? fallback,
     };
+
+    /// <summary>The option's integer, or null after reporting a value below <paramref name="min"/> or not an integer.</summary>
+    static int? ParseInt(ArgumentResult r, string name, int min)
+    {
+        string s = r.Tokens.Count > 0 ? r.Tokens[0].Value : "";
+        if (int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) && v >= min) return v;
+        r.AddError($"option '{name}' must be an integer ≥ {min}, got '{s}'");
+        return null;
+    }
 
     public static Option<double?> PositiveDoubleOption(string name, string description) => new(name)
     {

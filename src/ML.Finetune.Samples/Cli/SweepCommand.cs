@@ -10,7 +10,7 @@ namespace ML.Finetune.Samples.Cli;
 /// <summary>
 /// `sweep`: the library's <see cref="LearningRateSweep"/> over one method's estimator. Validation data is --validation, or
 /// else a seeded 20% hold-out of --data. Writes lr_sweep.csv, lr_sweep.png and the best candidate's model.zip into --out
-/// (built in a temp folder and moved, so a failure leaves --out untouched).
+/// through <see cref="OutputFolder"/> (staged and committed, so a failure or Ctrl-C leaves --out as it was).
 /// </summary>
 public static class SweepCommand
 {
@@ -35,16 +35,20 @@ public static class SweepCommand
         var cmd = new Command("sweep", "learning-rate sweep (library LearningRateSweep): validation loss and exact match per learning rate")
         {
             CliDefinition.DirOption("--model", true, "base model HF folder"),
-            CliDefinition.FileOption("--data", "prompt/completion pairs (.jsonl or .csv)", required: true),
-            CliDefinition.FileOption("--validation", "validation pairs; default: a seeded 20% hold-out of --data"),
+            CliDefinition.FileOption("--data", CliDefinition.DataHelp, required: true),
+            CliDefinition.FileOption("--validation", "validation pairs (same format as --data); default: a seeded 20% hold-out of --data"),
             CliDefinition.ChoiceOption("--method", CliDefinition.FinetuneMethodNames, required: true, "finetuning method"),
             lrs,
             CliDefinition.IntOption("--steps", 50, 1, "optimizer steps per candidate"),
-            new Option<string>("--out") { Description = "output folder", Required = true, HelpName = "dir" },
+            CliDefinition.OutOption(required: true),
             CliDefinition.IntOption("--seed", 1, 0, "random seed (same for every candidate)"),
             CliDefinition.IntOption("--rank", 8, 1, "LoRA rank r (lora); α = 2r"),
             CliDefinition.IntOption("--virtual-tokens", 8, 1, "number of virtual tokens (prompt, prefix)"),
             new Option<bool>("--projection") { Description = "train the prefix through the MLP reparameterisation (prefix)" },
+            CliDefinition.OptionalIntOption("--warmup", 0, "learning-rate warmup steps per candidate (linear from 0); default: steps/10, at least 1"),
+            CliDefinition.MaxLengthOption(),
+            CliDefinition.OverwriteOption(),
+            CliDefinition.NoProgressOption(),
         };
         cmd.SetAction(Run);
         return cmd;
@@ -57,11 +61,21 @@ public static class SweepCommand
         string outDir = a.GetValue<string>("--out")!;
         string? validation = a.GetValue<string>("--validation");
         int steps = a.GetValue<int>("--steps"), seed = a.GetValue<int>("--seed");
-        bool projection = a.GetValue<bool>("--projection");
-        if (projection && method != "prefix") throw new CliException("option '--projection' applies to --method prefix only");
-        var pairs = PromptCompletionFile.Load(data).ToList();
+        var recipe = EstimatorRecipe.From(a, out var config);
+        using var folder = OutputFolder.Open("sweep", outDir, a.GetValue<bool>("--overwrite"), ["lr_sweep.csv", "lr_sweep.png", "model.zip"],
+            ("--model", model), ("--data", data), ("--validation", validation));
+        int maxLength = recipe.MaxLength;
+        var tokenizer = Tokenization.CausalLMTokenizer.FromFolder(model);
+        var lines = PromptCompletionFile.LoadLines(data);
+        DataChecks.CompletionsFit(lines, data, tokenizer, maxLength, config.MaxPositionEmbeddings);
+        var pairs = lines.Select(l => l.Pair).ToList();
         List<QaPair> train, val;
-        if (validation != null) { train = pairs; val = PromptCompletionFile.Load(validation).ToList(); }
+        if (validation != null)
+        {
+            var valLines = PromptCompletionFile.LoadLines(validation);
+            DataChecks.CompletionsFit(valLines, validation, tokenizer, maxLength, config.MaxPositionEmbeddings);
+            train = pairs; val = valLines.Select(l => l.Pair).ToList();
+        }
         else
         {
             if (pairs.Count < 2) throw new InvalidDataException($"{data}: a sweep needs at least 2 examples to hold out validation data (or give --validation)");
@@ -72,49 +86,44 @@ public static class SweepCommand
             val = shuffled.Take(nVal).ToList(); train = shuffled.Skip(nVal).ToList();
         }
         var ml = new MLContext(seed);
+        using var cancel = CliCancellation.Token.Register(() => Persistence.HostAccess.CancelExecution(ml));
         IDataView View(IEnumerable<QaPair> ps) => ml.Data.LoadFromEnumerable(ps.Select(p => new Commands.PromptCompletionRow { Prompt = p.Prompt, Completion = p.Completion }));
         var trainView = View(train);
         var valView = View(val);
-        var config = CausalLMConfig.Load(model);
-        int rank = a.GetValue<int>("--rank"), k = a.GetValue<int>("--virtual-tokens");
+        var candidates = new LearningRateSweepOptions { Candidates = a.GetValue<double[]>("--lrs") }.ResolveCandidates();
+        var progress = ProgressReporter.For(output, a.GetValue<bool>("--no-progress"));
+        int created = 0;
         Estimators.FinetuneEstimatorBase Create()
         {
-            Estimators.FinetuneOptions o = method switch
-            {
-                "lora" => new Estimators.LoraFinetuneOptions { Rank = rank, Alpha = 2 * rank },
-                "prompt" => new Estimators.PromptTuneOptions { NumVirtualTokens = k },
-                "prefix" => new Estimators.PrefixTuneOptions { NumVirtualTokens = k, PrefixProjection = projection },
-                _ => new Estimators.FullFinetuneOptions(),
-            };
-            o.BaseModelPath = Path.GetFullPath(model); o.BatchSize = 16; o.WarmupSteps = Math.Max(1, steps / 10);
-            o.Schedule = LearningRateScheduleKind.Cosine; o.NumberOfThreads = 1;
-            o.MaxSequenceLength = config.MaxPositionEmbeddings; o.Generation = new Estimators.FinetuneGenerationOptions { MaxNewTokens = 8 };
-            return method switch
-            {
-                "lora" => ml.Transforms.LoraFinetune((Estimators.LoraFinetuneOptions)o),
-                "prompt" => ml.Transforms.PromptTune((Estimators.PromptTuneOptions)o),
-                "prefix" => ml.Transforms.PrefixTune((Estimators.PrefixTuneOptions)o),
-                _ => ml.Transforms.Finetune((Estimators.FullFinetuneOptions)o),
-            };
+            // The sweep creates one estimator per candidate, in order: the label names the candidate this one trains.
+            string label = $"lr {CliDefinition.Number(candidates[created])} ({created + 1}/{candidates.Count})";
+            created++;
+            var e = recipe.Create(ml, candidates[created - 1]); // the sweep sets learning rate, steps and seed itself
+            e.ProgressCallback = p => progress.Step(label, p.Record.Step + 1, p.TotalSteps, p.Record.TrainLoss, p.Tokens);
+            return e;
         }
-        double bestLr = double.NaN;
-        string full = OutputFolder.Write(outDir, tmp =>
+        string staging = folder.NewStaging();
+        var options = new LearningRateSweepOptions
         {
-            var options = new LearningRateSweepOptions
-            {
-                Candidates = a.GetValue<double[]>("--lrs"), StepsPerCandidate = steps, Seed = seed,
-                Metric = (t, v) => ml.Finetune().Evaluate(t.Transform(v)).ExactMatchAccuracy, MetricName = "exact match",
-                PlotPath = Path.Combine(tmp, "lr_sweep.png"),
-            };
-            using var result = LearningRateSweep.Run(Create, trainView, valView, options,
-                row => output.WriteLine($"lr {row.LearningRate:G3}: validation loss {row.ValidationLoss:F4}" + (row.Error != null ? $" ({row.Error})" : "")));
-            File.WriteAllText(Path.Combine(tmp, "lr_sweep.csv"), result.ToTable());
-            ml.Model.Save(result.BestTransformer, trainView.Schema, Path.Combine(tmp, "model.zip"));
-            output.WriteLine(Table(result.Rows, result.BestLearningRate));
-            bestLr = result.BestLearningRate;
+            Candidates = candidates.ToArray(), StepsPerCandidate = steps, Seed = seed,
+            Metric = (t, v) => ml.Finetune().Evaluate(t.Transform(v)).ExactMatchAccuracy, MetricName = "exact match",
+            PlotPath = Path.Combine(staging, "lr_sweep.png"),
+        };
+        using var result = LearningRateSweep.Run(Create, trainView, valView, options, row =>
+        {
+            progress.EndBar();
+            output.WriteLine($"lr {CliDefinition.Number(row.LearningRate)}: validation loss {row.ValidationLoss.ToString("F4", CultureInfo.InvariantCulture)}" +
+                             (row.Error != null ? $" ({row.Error})" : ""));
         });
-        output.WriteLine($"{method} on {train.Count} train / {val.Count} validation examples, {steps} steps per candidate; best lr {bestLr:G3} " +
-                         $"→ {full}/model.zip, {full}/lr_sweep.csv, {full}/lr_sweep.png");
+        CliCancellation.Token.ThrowIfCancellationRequested();
+        File.WriteAllText(Path.Combine(staging, "lr_sweep.csv"), result.ToTable());
+        CliCancellation.Token.ThrowIfCancellationRequested();
+        ml.Model.Save(result.BestTransformer, trainView.Schema, Path.Combine(staging, "model.zip"));
+        CliCancellation.Token.ThrowIfCancellationRequested();
+        folder.Commit();
+        output.WriteLine(Table(result.Rows, result.BestLearningRate));
+        output.WriteLine($"{method} on {train.Count} train / {val.Count} validation examples, {steps} steps per candidate; best lr " +
+                         $"{CliDefinition.Number(result.BestLearningRate)} → {folder.FullPath}/model.zip, lr_sweep.csv, lr_sweep.png");
         return 0;
     }
 
@@ -123,7 +132,7 @@ public static class SweepCommand
     {
         var sb = new System.Text.StringBuilder("| learning rate | validation loss | exact match | |\n|---|---|---|---|\n");
         foreach (var r in rows)
-            sb.AppendLine($"| {r.LearningRate.ToString("G3", CultureInfo.InvariantCulture)} | " +
+            sb.AppendLine($"| {CliDefinition.Number(r.LearningRate)} | " +
                           (r.Error != null ? "diverged" : r.ValidationLoss.ToString("F4", CultureInfo.InvariantCulture)) + " | " +
                           (r.Metric is double m ? ReportWriter.Pct(m) : "–") + $" | {(r.LearningRate == best ? "best" : "")} |");
         return sb.ToString().TrimEnd();

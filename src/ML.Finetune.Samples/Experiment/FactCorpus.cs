@@ -23,6 +23,14 @@ public sealed class FactCorpus
     public IReadOnlyList<UniversityFact> Test => Facts.Where(f => f.Split == "test").ToList();
     public IReadOnlyList<UniversityFact> Split(string split) => Facts.Where(f => f.Split == split).ToList();
 
+    /// <summary>Throws when <paramref name="split"/> has no rows: an accuracy over no questions is not 0%.</summary>
+    public void RequireSplit(string split)
+    {
+        if (Split(split).Count == 0)
+            throw new InvalidDataException($"{Source}: no rows with split '{split}' (column 'split'); " +
+                                           (split == "test" ? "the held-out evaluation needs at least one" : "finetuning needs at least one"));
+    }
+
     /// <summary>The facts as canonical text (order-independent of whitespace quirks in the file); its SHA-256 names a pretrained model's knowledge.</summary>
     public string Hash()
     {

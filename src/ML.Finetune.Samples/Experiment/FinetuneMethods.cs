@@ -15,10 +15,11 @@ public sealed record MethodContext(
     int Steps,
     double LearningRate,
     long Seed,
-    Action<int, double>? Progress);
+    Action<TrainingProgress>? Progress,
+    CancellationToken Cancel = default);
 
 /// <summary>Distance = sqrt of the method's own DistanceFromPretrainedSquared (LoRA: the exact weight change (α/r)·B·A).</summary>
-public sealed record MethodOutcome(IReadOnlyList<(int Step, double Loss)> History, long TrainableParameters, double Distance)
+public sealed record MethodOutcome(IReadOnlyList<TrainingRecord> History, long TrainableParameters, double Distance)
 {
     /// <summary>
     /// The trained method, kept for methods whose effect is not inside model.Forward (prompt/prefix): evaluation generates
@@ -64,12 +65,13 @@ public static class FinetuneMethods
             LearningRate = c.LearningRate, MaxSteps = c.Steps, BatchSize = 16, Schedule = LearningRateScheduleKind.Cosine,
             WarmupSteps = Math.Max(1, c.Steps / 10), GradientClipNorm = 1.0, L2Penalty = l2, L2Squared = true, KlPenalty = kl, Seed = c.Seed,
         }, c.Text.Pad);
-        trainer.Progress = p => c.Progress?.Invoke(p.Record.Step, p.Record.CrossEntropy);
+        trainer.Progress = c.Progress;
+        trainer.CheckAlive = c.Cancel.ThrowIfCancellationRequested;
         var history = trainer.Train(c.Model, method, c.TrainData.Select(LmText.ToExample).ToList(), null,
             kl > 0 ? c.PretrainingText.Select(t => t.Ids.Select(i => (long)i).ToArray()).ToList() : null);
         double distance;
         using (TorchSharp.torch.no_grad()) using (var d = method.DistanceFromPretrainedSquared()) distance = Math.Sqrt(Math.Max(0, d.ToDouble()));
-        return new MethodOutcome(history.Records.Select(r => (r.Step, r.CrossEntropy)).ToList(),
+        return new MethodOutcome(history.Records,
             method.TrainableParameters.Sum(p => p.Parameter.numel()), distance)
         {
             Method = keep ? method : null,

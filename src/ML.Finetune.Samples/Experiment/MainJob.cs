@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using ML.Finetune.Models;
 using ML.Finetune.Tokenization;
+using ML.Finetune.Training;
 
 namespace ML.Finetune.Samples.Experiment;
 
@@ -21,7 +22,7 @@ public sealed record MainJobOptions
 
 public sealed record RunResult(string Method, string Init, double LearningRate, double TestAccuracy, double TrainAccuracy,
     double DistanceFromStart, double KlToPretrained, long TrainableParameters, double Seconds,
-    IReadOnlyList<(int Step, double Loss)> History, IReadOnlyList<(QaPair Pair, string Got, bool Ok)> TestRows);
+    IReadOnlyList<TrainingRecord> History, IReadOnlyList<(QaPair Pair, string Got, bool Ok)> TestRows);
 
 public sealed record MainJobResult(MainJobOptions Options, IReadOnlyList<RunResult> Runs, IReadOnlyList<RunResult> Sweep,
     double BaseTestAccuracyPretrained, double BaseTestAccuracyRandom, double Seconds, string Device);
@@ -31,8 +32,11 @@ public static class MainJob
 {
     public const string Pretrained = "θ_p", Random = "θ_0";
 
-    public static MainJobResult Run(MainJobOptions o, IProgressSink? progress = null)
+    /// <summary>Runs every job; <paramref name="progress"/> hears of every step, <paramref name="cancel"/> stops at a step boundary.</summary>
+    public static MainJobResult Run(MainJobOptions o, IProgressSink? progress = null, CancellationToken cancel = default)
     {
+        o.Facts.RequireSplit("train");
+        o.Facts.RequireSplit("test");
         var sw = Stopwatch.StartNew();
         var methods = o.Methods.Select(FinetuneMethods.Get).ToList();
         var tok = CausalLMTokenizer.FromFolder(o.ModelFolder);
@@ -55,25 +59,22 @@ public static class MainJob
         foreach (var m in methods) foreach (var init in new[] { Pretrained, Random }) jobs.Add((m, init, m.DefaultLearningRate, false));
         if (o.SweepMethod is string sm && o.SweepLearningRates.Count > 0)
             foreach (var lr in o.SweepLearningRates) jobs.Add((FinetuneMethods.Get(sm), Pretrained, lr, true));
-        progress?.Start(jobs.Count * o.Steps);
-
         var runs = new List<RunResult>();
         var sweep = new List<RunResult>();
-        int done = 0;
-        foreach (var (m, init, lr, isSweep) in jobs)
+        for (int j = 0; j < jobs.Count; j++)
         {
+            var (m, init, lr, isSweep) = jobs[j];
             // A sweep point at the default LR repeats a table run exactly (same seed): reuse it.
             var same = runs.FirstOrDefault(r => isSweep && r.Method == m.Name && r.Init == init && r.LearningRate == lr);
-            if (same != null) { sweep.Add(same); done += o.Steps; progress?.Advance(done, $"{m.Name} {init} lr={lr:G2} (reused)"); continue; }
+            if (same != null) { sweep.Add(same); continue; }
+            cancel.ThrowIfCancellationRequested();
             var t0 = Stopwatch.StartNew();
             using var model = Fresh(init);
             using var start = Fresh(init);
             foreach (var p in start.parameters()) p.requires_grad = false;
-            int offset = done;
-            string label = $"{m.Name} {init}" + (isSweep ? $" lr={lr:G2}" : "");
+            string label = $"[{j + 1}/{jobs.Count}] {m.Name} {init}" + (isSweep ? $" lr {lr.ToString("G2", System.Globalization.CultureInfo.InvariantCulture)}" : "");
             var outcome = m.Run(new MethodContext(model, start, text, trainData, klText, o.Steps, lr, o.Seed,
-                (s, _) => progress?.Advance(offset + s + 1, label)));
-            done += o.Steps;
+                p => progress?.Step(label, p.Record.Step + 1, p.TotalSteps, p.Record.CrossEntropy, p.Tokens), cancel));
             var method = outcome.Method;
             var (te, rows) = Evaluator.ExactMatch(model, text, testQa, method);
             var tr = Evaluator.ExactMatch(model, text, trainQa, method).Accuracy;
@@ -85,15 +86,12 @@ public static class MainJob
                 kl, outcome.TrainableParameters, t0.Elapsed.TotalSeconds, outcome.History, rows);
             (isSweep ? sweep : runs).Add(result);
         }
-        progress?.Stop();
         return new MainJobResult(o, runs, sweep, baseP, baseR, sw.Elapsed.TotalSeconds, "cpu");
     }
 }
 
-/// <summary>Progress reporting (a Spectre progress bar in the console, nothing in tests).</summary>
+/// <summary>Progress of the main job's runs: one call per optimizer step (the CLI draws a bar or prints lines).</summary>
 public interface IProgressSink
 {
-    void Start(int total);
-    void Advance(int value, string label);
-    void Stop();
+    void Step(string label, int done, int total, double loss, long tokens);
 }

@@ -67,22 +67,25 @@ public static class Pretrainer
         PadTokenId = tok.PadId,
     };
 
-    /// <summary>Pretrains and writes the HF folder into <paramref name="outFolder"/> atomically (built beside it, then moved).</summary>
-    public static (CausalLM model, TimeSpan elapsed) Run(FactCorpus facts, PretrainOptions o, string outFolder, Action<int, double>? progress = null)
+    /// <summary>
+    /// Pretrains and writes the HF folder into <paramref name="outFolder"/>, which must be new or empty (the CLI passes a
+    /// staging folder and commits it). <paramref name="cancel"/> stops at a step boundary.
+    /// </summary>
+    public static (CausalLM model, TimeSpan elapsed) Run(FactCorpus facts, PretrainOptions o, string outFolder, Action<TrainingProgress>? progress = null,
+        CancellationToken cancel = default)
     {
+        if (Directory.Exists(outFolder) && Directory.EnumerateFileSystemEntries(outFolder).Any())
+            throw new IOException($"{outFolder} is not empty; pretraining writes a new model folder");
+        Directory.CreateDirectory(outFolder);
         var sw = Stopwatch.StartNew();
         var builder = new PretrainingCorpusBuilder(o.Seed, o.CityTemplates, o.QaFormat);
         var sentences = builder.Build(facts.Facts);
-        var vocab = PretrainingCorpusBuilder.Vocabulary(sentences, facts.Facts);
-        CausalLM? trained = null;
-        Cli.OutputFolder.Write(outFolder, tmp =>
+        WriteTokenizer(outFolder, PretrainingCorpusBuilder.Vocabulary(sentences, facts.Facts));
+        var tok = CausalLMTokenizer.FromFolder(outFolder);
+        var text = new LmText(tok);
+        var model = CausalLMFactory.CreateRandom(Config(o, tok), o.Seed);
+        try
         {
-            WriteTokenizer(tmp, vocab);
-            var tok = CausalLMTokenizer.FromFolder(tmp);
-            var text = new LmText(tok);
-            var config = Config(o, tok);
-            var model = CausalLMFactory.CreateRandom(config, o.Seed);
-            var data = sentences.Select(text.Sentence).ToList();
             // Pretraining is the library's finetuning loop with every token in the loss (plain next-token training).
             using var method = new FullFinetuneMethod();
             method.Attach(model, o.Seed);
@@ -90,10 +93,9 @@ public static class Pretrainer
             {
                 MaxSteps = o.Steps, BatchSize = o.BatchSize, LearningRate = o.LearningRate, Schedule = LearningRateScheduleKind.Cosine,
                 WarmupSteps = Math.Min(100, o.Steps / 10 + 1), WeightDecay = 0.01, GradientClipNorm = 1.0, Seed = o.Seed,
-            }, text.Pad);
-            trainer.Progress = p => progress?.Invoke(p.Record.Step, p.Record.CrossEntropy);
-            var hist = trainer.Train(model, method, data.Select(LmText.ToExample).ToList()).Records.Select(r => (r.Step, Loss: r.CrossEntropy)).ToList();
-            CausalLMFactory.SavePretrained(model, tmp);
+            }, text.Pad) { Progress = progress, CheckAlive = cancel.ThrowIfCancellationRequested };
+            var hist = trainer.Train(model, method, sentences.Select(text.Sentence).Select(LmText.ToExample).ToList()).Records;
+            CausalLMFactory.SavePretrained(model, outFolder);
             var info = new Dictionary<string, object>
             {
                 ["facts_sha256"] = facts.Hash(),
@@ -101,13 +103,17 @@ public static class Pretrainer
                 ["seed"] = o.Seed, ["steps"] = o.Steps, ["batch_size"] = o.BatchSize, ["learning_rate"] = o.LearningRate,
                 ["city_templates"] = builder.CityTemplateCount, ["qa_format_text"] = o.QaFormat,
                 ["sentences"] = sentences.Count, ["parameters"] = model.parameters().Sum(p => p.numel()),
-                ["final_loss"] = hist.Skip(Math.Max(0, hist.Count - 20)).Average(h => h.Loss),
+                ["final_loss"] = hist.Skip(Math.Max(0, hist.Count - 20)).Average(h => h.CrossEntropy),
                 ["seconds"] = Math.Round(sw.Elapsed.TotalSeconds, 1),
             };
-            File.WriteAllText(Path.Combine(tmp, InfoFile), JsonSerializer.Serialize(info, new JsonSerializerOptions { WriteIndented = true }));
-            trained = model;
-        });
-        return (trained!, sw.Elapsed);
+            File.WriteAllText(Path.Combine(outFolder, InfoFile), JsonSerializer.Serialize(info, new JsonSerializerOptions { WriteIndented = true }));
+            return (model, sw.Elapsed);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
     }
 
     public static IReadOnlyList<string> Sentences(FactCorpus facts, int seed) => new PretrainingCorpusBuilder(seed).Build(facts.Facts);

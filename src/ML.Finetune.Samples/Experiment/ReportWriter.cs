@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using ML.Finetune.Training;
 using ScottPlot;
 
 namespace ML.Finetune.Samples.Experiment;
@@ -13,25 +14,35 @@ public static class ReportWriter
     /// <summary>A path relative to the working directory, so reports carry no machine-specific prefix.</summary>
     public static string Shown(string? path) => string.IsNullOrEmpty(path) ? "" : Path.GetRelativePath(Environment.CurrentDirectory, path);
 
-    public static IReadOnlyList<string> Write(MainJobResult r, string folder, string? pretrainInfo = null)
+    /// <summary>The file names <see cref="Write"/> produces for these methods.</summary>
+    public static IReadOnlyList<string> FileNames(IEnumerable<string> methods, bool sweep) =>
+        ["report.md", .. methods.Select(LossPlotName), "accuracy.png", .. sweep ? new[] { "lr_sweep.png" } : []];
+
+    static string LossPlotName(string method) => $"loss_{Safe(method)}.png";
+
+    /// <summary>
+    /// Writes report.md and the plots into <paramref name="folder"/>. <paramref name="modelShown"/>: how the report names
+    /// the model (default: the options' folder).
+    /// </summary>
+    public static IReadOnlyList<string> Write(MainJobResult r, string folder, string? pretrainInfo = null, string? modelShown = null)
     {
         Directory.CreateDirectory(folder);
         var files = new List<string>();
         foreach (var method in r.Runs.Select(x => x.Method).Distinct())
         {
-            string f = Path.Combine(folder, $"loss_{Safe(method)}.png");
-            LossPlot(r.Runs.Where(x => x.Method == method).ToList(), $"training loss: {method}", f);
+            string f = Path.Combine(folder, LossPlotName(method));
+            LossPlot(r.Runs.Where(x => x.Method == method).ToList(), method).SavePng(f, 900, 450);
             files.Add(f);
         }
         string acc = Path.Combine(folder, "accuracy.png");
-        AccuracyPlot(r, acc); files.Add(acc);
+        AccuracyPlot(r).SavePng(acc, 900, 450); files.Add(acc);
         if (r.Sweep.Count > 0)
         {
             string s = Path.Combine(folder, "lr_sweep.png");
-            SweepPlot(r.Sweep, s); files.Add(s);
+            SweepPlot(r.Sweep).SavePng(s, 900, 450); files.Add(s);
         }
         string md = Path.Combine(folder, "report.md");
-        File.WriteAllText(md, Markdown(r, files.Select(Path.GetFileName).ToList()!, pretrainInfo));
+        File.WriteAllText(md, Markdown(r, files.Select(Path.GetFileName).ToList()!, pretrainInfo, modelShown));
         files.Insert(0, md);
         return files;
     }
@@ -41,14 +52,14 @@ public static class ReportWriter
     public static string TableRow(RunResult x) =>
         $"| {x.Method} | {x.Init} | {Pct(x.TestAccuracy)} | {Pct(x.TrainAccuracy)} | {Num(x.DistanceFromStart)} | {Num(x.KlToPretrained, "F4")} | {x.TrainableParameters:N0} | {Num(x.Seconds, "F1")} |";
 
-    public static string Markdown(MainJobResult r, IReadOnlyList<string> images, string? pretrainInfo)
+    public static string Markdown(MainJobResult r, IReadOnlyList<string> images, string? pretrainInfo, string? modelShown = null)
     {
         var o = r.Options;
         var sb = new StringBuilder();
         sb.AppendLine("# Main job: pretrained θ_p vs random θ_0 on held-out university facts");
         sb.AppendLine();
         sb.AppendLine($"Facts: {Shown(o.Facts.Source)} ({o.Facts.Train.Count} train, {o.Facts.Test.Count} test universities), sha256 `{o.Facts.Hash()[..16]}…`. " +
-                      $"Model: `{Shown(o.ModelFolder)}`. Seed {o.Seed}, {o.Steps} steps per run, batch 16. Device {r.Device}. Wall time {Num(r.Seconds, "F0")} s.");
+                      $"Model: `{modelShown ?? Shown(o.ModelFolder)}`. Seed {o.Seed}, {o.Steps} steps per run, batch 16. Device {r.Device}. Wall time {Num(r.Seconds, "F0")} s.");
         sb.AppendLine();
         sb.AppendLine("Task: finetune on `Q: Where is <university>? A:` → ` <city>` for the train split; exact match of the greedy answer on the test split (held out) and on the train split.");
         sb.AppendLine($"Before finetuning: θ_p held-out {Pct(r.BaseTestAccuracyPretrained)}, θ_0 held-out {Pct(r.BaseTestAccuracyRandom)}.");
@@ -90,57 +101,78 @@ public static class ReportWriter
         return r;
     }
 
-    static void LossPlot(IReadOnlyList<RunResult> runs, string title, string path)
+    static string InitName(string init) => init == MainJob.Pretrained ? "theta_p (pretrained)" : "theta_0 (random)";
+
+    static readonly Color[] InitColors = [Colors.SteelBlue, Colors.OrangeRed];
+
+    /// <summary>
+    /// Cross-entropy per init; for full+l2 and full+kl also the penalty term as it enters the objective (trainLoss − ce =
+    /// β·‖θ−θ_start‖² or λ·KL), dashed, on the right axis: it is orders of magnitude smaller. Both smoothed over 10 steps.
+    /// </summary>
+    public static Plot LossPlot(IReadOnlyList<RunResult> runs, string method)
     {
         var plt = new Plot();
-        foreach (var x in runs)
+        string? penalty = method switch { "full+l2" => "L2 term beta*||theta-theta_start||^2", "full+kl" => "KL term lambda*KL(p_theta_p || p_theta)", _ => null };
+        for (int k = 0; k < runs.Count; k++)
         {
-            var s = plt.Add.Scatter(x.History.Select(h => (double)h.Step).ToArray(), Smooth(x.History.Select(h => h.Loss).ToList(), 10));
-            s.LegendText = x.Init == MainJob.Pretrained ? "theta_p (pretrained)" : "theta_0 (random)";
-            s.MarkerSize = 0;
+            var x = runs[k];
+            var color = InitColors[x.Init == MainJob.Pretrained ? 0 : 1];
+            double[] steps = x.History.Select(h => (double)h.Step + 1).ToArray();
+            var s = plt.Add.Scatter(steps, Smooth(x.History.Select(h => h.CrossEntropy).ToList(), 10));
+            s.LegendText = $"cross-entropy, {InitName(x.Init)}";
+            s.MarkerSize = 0; s.Color = color;
+            if (penalty == null) continue;
+            var p = plt.Add.Scatter(steps, Smooth(x.History.Select(h => h.TrainLoss - h.CrossEntropy).ToList(), 10));
+            p.LegendText = $"{penalty.Split(' ')[0]} term, {InitName(x.Init)} (right axis)";
+            p.MarkerSize = 0; p.Color = color; p.LinePattern = LinePattern.Dashed;
+            p.Axes.YAxis = plt.Axes.Right;
         }
-        plt.Title(title.Replace("θ", "theta"));
-        plt.XLabel("step"); plt.YLabel("cross-entropy (completion tokens, smoothed)");
-        plt.ShowLegend();
-        plt.SavePng(path, 700, 450);
+        plt.Title($"training loss: {method}");
+        plt.XLabel("step (curves smoothed over 10 steps)"); plt.YLabel("cross-entropy (completion tokens)");
+        if (penalty != null) plt.Axes.Right.Label.Text = penalty;
+        PlotConventions.LegendOutside(plt);
+        return plt;
     }
 
-    static void AccuracyPlot(MainJobResult r, string path)
+    /// <summary>Held-out accuracy per method, θ_p and θ_0 side by side, each bar labelled with its value.</summary>
+    public static Plot AccuracyPlot(MainJobResult r)
     {
         var plt = new Plot();
         var methods = r.Runs.Select(x => x.Method).Distinct().ToList();
         var bars = new List<Bar>();
-        var colors = new[] { Colors.SteelBlue, Colors.OrangeRed };
         for (int i = 0; i < methods.Count; i++)
             for (int k = 0; k < 2; k++)
             {
                 var run = r.Runs.FirstOrDefault(x => x.Method == methods[i] && x.Init == (k == 0 ? MainJob.Pretrained : MainJob.Random));
                 if (run == null) continue;
-                bars.Add(new Bar { Position = i * 3 + k, Value = run.TestAccuracy * 100, FillColor = colors[k] });
+                // The label names the value, so a 0% bar (no visible bar at all) still reads as a result.
+                bars.Add(new Bar { Position = i * 3 + k, Value = run.TestAccuracy * 100, FillColor = InitColors[k], Label = Pct(run.TestAccuracy) });
             }
-        plt.Add.Bars(bars);
+        var bp = plt.Add.Bars(bars);
+        bp.ValueLabelStyle.FontSize = 11;
         plt.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(
             methods.Select((_, i) => i * 3 + 0.5).ToArray(), methods.ToArray());
-        plt.Legend.ManualItems.Add(new LegendItem { LabelText = "theta_p (pretrained)", FillColor = colors[0] });
-        plt.Legend.ManualItems.Add(new LegendItem { LabelText = "theta_0 (random)", FillColor = colors[1] });
-        plt.ShowLegend();
-        plt.Axes.SetLimitsY(0, 100);
-        plt.Title("held-out exact-match accuracy");
-        plt.YLabel("accuracy (%)");
-        plt.SavePng(path, 700, 450);
+        plt.Legend.ManualItems.Add(new LegendItem { LabelText = InitName(MainJob.Pretrained), FillColor = InitColors[0] });
+        plt.Legend.ManualItems.Add(new LegendItem { LabelText = InitName(MainJob.Random), FillColor = InitColors[1] });
+        PlotConventions.LegendOutside(plt);
+        PlotConventions.PercentAxis(plt, "held-out exact match");
+        plt.Title("held-out exact-match accuracy after finetuning");
+        return plt;
     }
 
-    static void SweepPlot(IReadOnlyList<RunResult> sweep, string path)
+    /// <summary>Held-out and train accuracy against the learning rate (log axis labelled 1e-4, 3e-4, …).</summary>
+    public static Plot SweepPlot(IReadOnlyList<RunResult> sweep)
     {
         var plt = new Plot();
-        var s = plt.Add.Scatter(sweep.Select(x => Math.Log10(x.LearningRate)).ToArray(), sweep.Select(x => x.TestAccuracy * 100).ToArray());
+        double[] xs = sweep.Select(x => PlotConventions.LogPosition(x.LearningRate)).ToArray();
+        var s = plt.Add.Scatter(xs, sweep.Select(x => x.TestAccuracy * 100).ToArray());
         s.LegendText = "held-out";
-        var t = plt.Add.Scatter(sweep.Select(x => Math.Log10(x.LearningRate)).ToArray(), sweep.Select(x => x.TrainAccuracy * 100).ToArray());
+        var t = plt.Add.Scatter(xs, sweep.Select(x => x.TrainAccuracy * 100).ToArray());
         t.LegendText = "train";
-        plt.ShowLegend();
+        PlotConventions.LegendOutside(plt);
         plt.Title($"learning-rate sweep: {sweep[0].Method}, theta_p");
-        plt.XLabel("log10(learning rate)"); plt.YLabel("exact-match accuracy (%)");
-        plt.Axes.SetLimitsY(0, 100);
-        plt.SavePng(path, 700, 450);
+        PlotConventions.PercentAxis(plt, "exact-match accuracy");
+        PlotConventions.LogLearningRateAxis(plt, sweep.Select(x => x.LearningRate));
+        return plt;
     }
 }

@@ -7,7 +7,11 @@ namespace ML.Finetune.Evaluation;
 /// MeanNll: token-weighted mean negative log-likelihood of completion + eos (from Score and ScorePerToken);
 /// Perplexity = exp(MeanNll); ExactMatchAccuracy: share of rows whose generated text equals the completion after trimming whitespace.
 /// </summary>
-public sealed record FinetuneMetrics(double MeanNll, double Perplexity, double ExactMatchAccuracy, long RowCount);
+public sealed record FinetuneMetrics(double MeanNll, double Perplexity, double ExactMatchAccuracy, long RowCount)
+{
+    /// <summary>The exact-match rule of <see cref="ExactMatchAccuracy"/>: equal after trimming whitespace at both ends.</summary>
+    public static bool IsExactMatch(string expected, string generated) => expected.Trim() == generated.Trim();
+}
 
 public sealed class FinetuneOperations
 {
@@ -31,7 +35,7 @@ public sealed class FinetuneOperations
         {
             gComp(ref comp); gGen(ref gen); gScore(ref score); gPer(ref per);
             rows++;
-            if (comp.ToString().Trim() == gen.ToString().Trim()) exact++;
+            if (FinetuneMetrics.IsExactMatch(comp.ToString(), gen.ToString())) exact++;
             double n = per != 0 ? Math.Max(1, Math.Round(score / per)) : 1; // tokens scored in this row
             nll -= score; tokens += n;
         }

@@ -30,6 +30,19 @@ public static class TextGenerator
     }
 
     /// <summary>
+    /// The last <paramref name="maxLength"/> ids of a prompt (left truncation, the end of a prompt matters most), with a
+    /// leading <paramref name="bos"/> kept in front when the prompt starts with it. Training and generation both use it.
+    /// </summary>
+    public static long[] TruncateLeft(IReadOnlyList<long> ids, int maxLength, long? bos)
+    {
+        if (maxLength < 1) throw new ArgumentOutOfRangeException(nameof(maxLength), "maxLength must be ≥ 1.");
+        if (ids.Count <= maxLength) return ids.ToArray();
+        bool keepBos = bos is long b && ids.Count > 0 && ids[0] == b;
+        var kept = ids.Skip(ids.Count - (keepBos ? maxLength - 1 : maxLength));
+        return (keepBos ? kept.Prepend(ids[0]) : kept).ToArray();
+    }
+
+    /// <summary>
     /// Generates with a finetuning method in effect. Full finetuning and LoRA act inside the model and need nothing more;
     /// prompt and prefix tuning contribute their soft prompt and KV prefix (<see cref="IFinetuneMethod.GetGenerationPrefix"/>).
     /// </summary>

@@ -48,14 +48,7 @@ public sealed class ExampleEncoder
         return ids.ToArray();
     }
 
-    private List<long> LeftTruncate(List<long> ids, int max)
-    {
-        if (ids.Count <= max) return ids;
-        bool bos = Tokenizer.BosId is { } b && ids.Count > 0 && ids[0] == b;
-        var kept = ids.Skip(ids.Count - (bos ? max - 1 : max)).ToList();
-        if (bos) kept.Insert(0, ids[0]);
-        return kept;
-    }
+    private List<long> LeftTruncate(List<long> ids, int max) => Generation.TextGenerator.TruncateLeft(ids, max, Tokenizer.BosId).ToList();
 
     /// <summary>
     /// MaxSequenceLength capped at the model's context (max_position_embeddings): GPT-2's learned positions end there,
@@ -67,13 +60,16 @@ public sealed class ExampleEncoder
         return Math.Min(maxSequenceLength, config.MaxPositionEmbeddings);
     }
 
+    /// <summary>Encodes one pair; <paramref name="row"/> is the 0-based row index (named 1-based in the error message), -1 when unknown.</summary>
     public EncodedExample Encode(string prompt, string completion, long row = -1, string completionColumn = "Completion")
     {
         var c = EncodeCompletion(completion);
         if (c.Length + 1 > MaxSequenceLength)
             throw new ArgumentException(
-                $"Row {row}: column '{completionColumn}' has {c.Length - 1} tokens (+ eos); with at least one prompt token that exceeds " +
-                $"MaxSequenceLength {MaxSequenceLength}. Completions are never truncated: raise MaxSequenceLength or shorten the completion.",
+                (row >= 0 ? $"Row {row + 1} (counting from 1): column" : "Column") +
+                $" '{completionColumn}' has {c.Length - 1} tokens (+ eos); with at least one prompt token that exceeds " +
+                $"MaxSequenceLength {MaxSequenceLength} (at most the model's context). Completions are never truncated: " +
+                "shorten the completion, or raise MaxSequenceLength if it is below the model's context.",
                 completionColumn);
         var p = Tokenizer.Encode(prompt ?? "").Select(i => (long)i).ToList();
         if (p.Count == 0) p.Add(EosId); // something must condition the first completion token

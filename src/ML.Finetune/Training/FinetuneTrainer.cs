@@ -39,7 +39,11 @@ public sealed class TrainerOptions
     /// <summary>With early stopping on, end with the weights of the best evaluation (default true).</summary>
     public bool RestoreBestWeights { get; set; } = true;
 
-    /// <summary>Folder for checkpoints (trainable weights, optimizer state, step, RNG and data position); null = none.</summary>
+    /// <summary>
+    /// Folder for checkpoints (trainable weights, optimizer state, step, RNG and data position); null = none. When set,
+    /// a run cancelled through <see cref="FinetuneTrainer.CheckAlive"/> (OperationCanceledException, e.g. MLContext
+    /// cancellation) also writes a checkpoint of the steps it completed before stopping, so it resumes from there.
+    /// </summary>
     public string? CheckpointFolder { get; set; }
     /// <summary>Write a checkpoint every N optimizer steps (0 = never).</summary>
     public int CheckpointEveryNSteps { get; set; }
@@ -52,7 +56,11 @@ public sealed class TrainerOptions
 }
 
 /// <summary>Progress of a run, reported after every optimizer step.</summary>
-public sealed record TrainingProgress(TrainingRecord Record, int TotalSteps);
+public sealed record TrainingProgress(TrainingRecord Record, int TotalSteps)
+{
+    /// <summary>Tokens (prompt and completion, no padding) the step trained on, over all its micro-batches.</summary>
+    public long Tokens { get; init; }
+}
 
 /// <summary>
 /// The one training loop for every <see cref="IFinetuneMethod"/>: right-padded batches (cost linear in length, one
@@ -78,7 +86,10 @@ public sealed class FinetuneTrainer
     public long PadId { get; }
     public FinetuneObjective Objective { get; }
     public Action<TrainingProgress>? Progress { get; set; }
-    /// <summary>Called before every step; throw to cancel (the estimator passes ML.NET's host CheckAlive).</summary>
+    /// <summary>
+    /// Called before every step; throw to cancel (the estimator passes ML.NET's host CheckAlive). An
+    /// OperationCanceledException stops at that step boundary and, with a CheckpointFolder, checkpoints first.
+    /// </summary>
     public Action? CheckAlive { get; set; }
     /// <summary>Called after the step's gradients are complete and before clipping/update: (step, trainable parameters).</summary>
     public Action<int, IReadOnlyList<(string Name, Tensor Parameter)>>? GradientsReady { get; set; }
@@ -173,31 +184,55 @@ public sealed class FinetuneTrainer
                 history.ResumedFromStep = st.Step;
             }
         }
+        int lastCheckpoint = startStep;
+        void SaveCheckpoint(int completed)
+        {
+            using var rs = torch.get_rng_state();
+            var st = new CheckpointState
+            {
+                Step = completed, Seed = Options.Seed, Method = method.Name, Order = order.ToArray(), Cursor = cursor,
+                Shuffles = shuffles, TorchRngState = Convert.ToBase64String(rs.data<byte>().ToArray()), HistoryCsv = history.ToCsv(),
+            };
+            early.Save(st);
+            using var optState = new DisposingDictionary(optimizer.GetState());
+            string dir = TrainingCheckpoint.Save(Options.CheckpointFolder!, st, parameters.ToDictionary(p => p.Name, p => p.Parameter),
+                optState.Items, early.BestWeights, Options.KeepCheckpoints);
+            lastCheckpoint = completed;
+            CheckpointWritten?.Invoke(completed, dir);
+        }
         try
         {
             model.train();
             for (int step = startStep; step < total; step++)
             {
-                CheckAlive?.Invoke();
+                try { CheckAlive?.Invoke(); }
+                catch (OperationCanceledException) when (Options.CheckpointFolder != null && step > lastCheckpoint)
+                {
+                    SaveCheckpoint(step); // a step boundary: the state is exactly that of a periodic checkpoint after `step` steps
+                    throw;
+                }
                 using var scope = torch.NewDisposeScope();
                 double lr = schedule.LearningRate(Options.LearningRate, step);
                 optimizer.ZeroGrad();
                 double sumTotal = 0, sumCe = 0, sumL2 = 0, sumKl = 0, distSq = 0;
+                long tokens = 0;
                 int acc = Options.GradientAccumulationSteps;
                 for (int micro = 0; micro < acc; micro++)
                 {
-                    using var batch = Collate(NextBatch(), PadId, device);
+                    var examples = NextBatch();
+                    tokens += examples.Sum(e => (long)e.Length);
+                    using var batch = Collate(examples, PadId, device);
                     var reference = references.Count > 0 ? references[(step * acc + micro) % references.Count] : null;
                     var terms = Objective.Compute(method, model, batch, reference);
                     double t = terms.Total.ToDouble();
-                    if (!double.IsFinite(t)) throw new FinetuneDivergedException(step, t);
+                    if (!double.IsFinite(t)) throw new FinetuneDivergedException(step, t, "loss", Options.LearningRate, Options.GradientClipNorm);
                     (acc == 1 ? terms.Total : terms.Total.div(acc)).backward();
                     sumTotal += t; sumCe += terms.CrossEntropy.ToDouble(); sumL2 += terms.L2.ToDouble(); sumKl += terms.KL.ToDouble();
                     distSq = terms.DistanceSquared.ToDouble();
                 }
                 GradientsReady?.Invoke(step, parameters);
                 double gradNorm = GradientNorm(parameters);
-                if (!double.IsFinite(gradNorm)) throw new FinetuneDivergedException(step, gradNorm, "gradient norm");
+                if (!double.IsFinite(gradNorm)) throw new FinetuneDivergedException(step, gradNorm, "gradient norm", Options.LearningRate, Options.GradientClipNorm);
                 optimizer.Step(lr, ClipScale(gradNorm, Options.GradientClipNorm)); // clipping folded into the update
 
                 bool last = step == total - 1;
@@ -209,22 +244,9 @@ public sealed class FinetuneTrainer
                 }
                 var record = new TrainingRecord(step, sumTotal / acc, sumCe / acc, sumL2 / acc, sumKl / acc, Math.Sqrt(Math.Max(0, distSq)), lr, gradNorm, val);
                 history.Add(record);
-                Progress?.Invoke(new TrainingProgress(record, total));
+                Progress?.Invoke(new TrainingProgress(record, total) { Tokens = tokens });
                 bool stop = !double.IsNaN(val) && early.Observe(step, val);
-                if (checkpoints && ((step + 1) % Options.CheckpointEveryNSteps == 0))
-                {
-                    using var rs = torch.get_rng_state();
-                    var st = new CheckpointState
-                    {
-                        Step = step + 1, Seed = Options.Seed, Method = method.Name, Order = order.ToArray(), Cursor = cursor,
-                        Shuffles = shuffles, TorchRngState = Convert.ToBase64String(rs.data<byte>().ToArray()), HistoryCsv = history.ToCsv(),
-                    };
-                    early.Save(st);
-                    using var optState = new DisposingDictionary(optimizer.GetState());
-                    string dir = TrainingCheckpoint.Save(Options.CheckpointFolder!, st, parameters.ToDictionary(p => p.Name, p => p.Parameter),
-                        optState.Items, early.BestWeights, Options.KeepCheckpoints);
-                    CheckpointWritten?.Invoke(step + 1, dir);
-                }
+                if (checkpoints && ((step + 1) % Options.CheckpointEveryNSteps == 0)) SaveCheckpoint(step + 1);
                 if (stop) { history.EarlyStoppedAtStep = step; break; }
             }
             if (validation is { Count: > 0 } && early.BestStep >= 0)

@@ -106,16 +106,16 @@ public static class LearningRateSweep
     {
         var ok = rows.Where(r => double.IsFinite(r.ValidationLoss)).ToList();
         var plot = new ScottPlot.Plot();
-        var s = plot.Add.Scatter(ok.Select(r => Math.Log10(r.LearningRate)).ToArray(), ok.Select(r => r.ValidationLoss).ToArray());
+        var s = plot.Add.Scatter(ok.Select(r => PlotConventions.LogPosition(r.LearningRate)).ToArray(), ok.Select(r => r.ValidationLoss).ToArray());
         s.LegendText = "validation loss";
         var b = ok.First(r => r.LearningRate == bestLr);
-        var m = plot.Add.Marker(Math.Log10(b.LearningRate), b.ValidationLoss);
-        m.LegendText = $"best lr {bestLr:G3}";
+        var m = plot.Add.Marker(PlotConventions.LogPosition(b.LearningRate), b.ValidationLoss);
+        m.LegendText = $"best lr {bestLr.ToString("G3", System.Globalization.CultureInfo.InvariantCulture)}";
         m.MarkerSize = 12;
         plot.Title("Learning-rate sweep");
-        plot.XLabel("log10(learning rate)");
+        PlotConventions.LogLearningRateAxis(plot, rows.Select(r => r.LearningRate));
         plot.YLabel("validation loss");
-        plot.ShowLegend();
+        PlotConventions.LegendOutside(plot);
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         plot.SavePng(path, 800, 500);
     }

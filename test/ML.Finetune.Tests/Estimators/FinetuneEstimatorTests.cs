@@ -128,7 +128,7 @@ public class FinetuneEstimatorTests
         var rows = new[] { TinyWordModel.Facts[0], new TinyWordModel.Pair { Prompt = "where is yale", Completion = string.Join(" ", Enumerable.Repeat("new haven", 40)) } };
         var o = Options(1); o.MaxSequenceLength = 512;
         var e = Assert.Throws<ArgumentException>(() => ml.Transforms.Finetune(o).Fit(TinyWordModel.Data(ml, rows)));
-        Assert.Contains("Row 1", e.Message);
+        Assert.Contains("Row 2 (counting from 1)", e.Message);
         Assert.Contains("MaxSequenceLength 64", e.Message);
     }
 
@@ -141,7 +141,7 @@ public class FinetuneEstimatorTests
         Assert.Contains("training data", e1.Message);
         var longRow = new[] { TinyWordModel.Facts[0], new TinyWordModel.Pair { Prompt = "where is yale", Completion = string.Join(" ", Enumerable.Repeat("new haven", 10)) } };
         var e2 = Assert.Throws<ArgumentException>(() => ml.Transforms.Finetune(Options(1)).Fit(TinyWordModel.Data(ml, longRow)));
-        Assert.Contains("Row 1", e2.Message);
+        Assert.Contains("Row 2 (counting from 1)", e2.Message);
         Assert.Contains("'Completion'", e2.Message);
         var o = Options(1); o.BaseModelPath = Path.Combine(Path.GetTempPath(), "no-such-model-" + Guid.NewGuid());
         var e3 = Assert.Throws<DirectoryNotFoundException>(() => ml.Transforms.Finetune(o).Fit(TinyWordModel.Data(ml)));

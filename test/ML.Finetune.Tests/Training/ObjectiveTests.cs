@@ -143,7 +143,7 @@ public class ObjectiveTests
         Assert.Equal(new[] { Id("of"), Id("where"), Id("new"), Id("haven"), enc.EosId, }.Prepend(Id("is")), e.InputIds);
         Assert.Equal(new long[] { -100, -100, -100, Id("new"), Id("haven"), enc.EosId }, e.Labels);
         var ex = Assert.Throws<ArgumentException>(() => enc.Encode("where", "new haven new haven new", row: 4, completionColumn: "Answer"));
-        Assert.Contains("Row 4", ex.Message);
+        Assert.Contains("Row 5 (counting from 1)", ex.Message);
         Assert.Contains("'Answer'", ex.Message);
     }
 

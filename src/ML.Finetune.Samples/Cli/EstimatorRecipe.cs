@@ -1,0 +1,72 @@
+using System.CommandLine;
+using System.CommandLine.Parsing;
+using System.Globalization;
+using Microsoft.ML;
+using ML.Finetune.Estimators;
+using ML.Finetune.Models;
+using ML.Finetune.Training;
+
+namespace ML.Finetune.Samples.Cli;
+
+/// <summary>
+/// How `finetune` and `sweep` configure the library's estimators: batch 16, AdamW, cosine schedule after a linear warmup,
+/// gradient clipping at norm 1 (the options' default), one libtorch thread, greedy generation of 8 tokens in the saved model.
+/// </summary>
+public sealed record EstimatorRecipe(string Model, string Method, int Steps, int Warmup, int Seed, int Rank, int VirtualTokens, bool Projection, int MaxLength)
+{
+    public const int BatchSize = 16;
+
+    public static double DefaultLearningRate(string method) => method switch { "lora" => 3e-3, "prompt" => 3e-2, "prefix" => 1e-2, _ => 3e-4 };
+
+    /// <summary>
+    /// The recipe of a command's options (method-specific options given for another method are usage errors, checked
+    /// first) and the --model's config.
+    /// </summary>
+    public static EstimatorRecipe From(ParseResult a, out CausalLMConfig config)
+    {
+        string method = a.GetValue<string>("--method")!;
+        bool Given(string name) => a.GetResult(name) is OptionResult { Implicit: false };
+        if (a.GetValue<bool>("--projection") && method != "prefix") throw new CliException("option '--projection' applies to --method prefix only");
+        if (Given("--virtual-tokens") && method is not ("prompt" or "prefix")) throw new CliException("option '--virtual-tokens' applies to --method prompt or prefix only");
+        if (Given("--rank") && method != "lora") throw new CliException("option '--rank' applies to --method lora only");
+        int steps = a.GetValue<int>("--steps");
+        config = CausalLMConfig.Load(a.GetValue<string>("--model")!);
+        return new EstimatorRecipe(a.GetValue<string>("--model")!, method, steps, a.GetValue<int?>("--warmup") ?? Math.Max(1, steps / 10),
+            a.GetValue<int>("--seed"), a.GetValue<int>("--rank"), a.GetValue<int>("--virtual-tokens"), a.GetValue<bool>("--projection"),
+            DataChecks.MaxLength(a, config));
+    }
+
+    /// <summary>The settings that decide the result (a resumed run must match them), as text.</summary>
+    public SortedDictionary<string, string> Describe(double learningRate)
+    {
+        static string Inv(int v) => v.ToString(CultureInfo.InvariantCulture);
+        var d = new SortedDictionary<string, string>(StringComparer.Ordinal)
+        {
+            ["model"] = RealPath.Of(Model), ["method"] = Method, ["steps"] = Inv(Steps), ["lr"] = learningRate.ToString("R", CultureInfo.InvariantCulture),
+            ["warmup"] = Inv(Warmup), ["seed"] = Inv(Seed), ["max-length"] = Inv(MaxLength), ["batch"] = Inv(BatchSize),
+        };
+        if (Method == "lora") d["rank"] = Inv(Rank);
+        if (Method is "prompt" or "prefix") d["virtual-tokens"] = Inv(VirtualTokens);
+        if (Method == "prefix") d["projection"] = Projection ? "yes" : "no";
+        return d;
+    }
+
+    public FinetuneEstimatorBase Create(MLContext ml, double learningRate, string? checkpointFolder = null, int checkpointEvery = 0)
+    {
+        T Fill<T>(T o) where T : FinetuneOptions
+        {
+            o.BaseModelPath = Path.GetFullPath(Model); o.MaxSteps = Steps; o.LearningRate = learningRate; o.BatchSize = BatchSize;
+            o.WarmupSteps = Warmup; o.Schedule = LearningRateScheduleKind.Cosine; o.Seed = Seed; o.NumberOfThreads = 1;
+            o.MaxSequenceLength = MaxLength; o.Generation = new FinetuneGenerationOptions { MaxNewTokens = 8 };
+            o.CheckpointFolder = checkpointFolder; o.CheckpointEveryNSteps = checkpointEvery;
+            return o;
+        }
+        return Method switch
+        {
+            "lora" => ml.Transforms.LoraFinetune(Fill(new LoraFinetuneOptions { Rank = Rank, Alpha = 2 * Rank })),
+            "prompt" => ml.Transforms.PromptTune(Fill(new PromptTuneOptions { NumVirtualTokens = VirtualTokens })),
+            "prefix" => ml.Transforms.PrefixTune(Fill(new PrefixTuneOptions { NumVirtualTokens = VirtualTokens, PrefixProjection = Projection })),
+            _ => ml.Transforms.Finetune(Fill(new FullFinetuneOptions())),
+        };
+    }
+}
