@@ -74,10 +74,10 @@ public sealed class HfTokenizer : Tokenizer
 
     public int? TokenToId(string token) => _addedByContent.TryGetValue(token, out int id) ? id : _model.TokenToId(token);
     public string? IdToToken(int id) => _addedById.TryGetValue(id, out var a) ? a.Token.Content : _model.IdToToken(id);
-    /// <summary>Whether <paramref name="id"/> is an added token marked special (dropped by skipSpecialTokens).</summary>
     /// <summary>The model's unknown-token id (WordLevel, BPE with unk_token), or null when every text has ids.</summary>
     public int? UnknownId => _model.UnknownId;
 
+    /// <summary>Whether <paramref name="id"/> is an added token marked special (dropped by skipSpecialTokens).</summary>
     public bool IsSpecial(int id) => _addedById.TryGetValue(id, out var a) && a.Token.Special;
 
     /// <summary>A copy with another post-processor, more added tokens (ids assigned as HF's add_tokens does) or options.</summary>
