@@ -10,6 +10,7 @@ internal static class OutputFolder
     public static string Write(string outDir, Action<string> build)
     {
         string full = Path.GetFullPath(outDir);
+        if (!ML.Finetune.Distributed.Communicator.World.IsRoot) return full; // under mpirun rank 0 alone writes outputs
         string tmp = full.TrimEnd(Path.DirectorySeparatorChar) + $".tmp-{Guid.NewGuid():N}";
         try
         {

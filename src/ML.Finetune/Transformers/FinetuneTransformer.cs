@@ -116,6 +116,13 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
     internal ExampleEncoder Encoder { get; }
     public bool IsSelfContained => _baseFiles.Count > 0;
 
+    /// <summary>
+    /// Under mpirun (N &gt; 1 ranks), Transform's generation and scoring is split across the ranks and every rank receives
+    /// all rows (see <see cref="Distributed.DistributedBatchMapper"/>): every rank must then read the output the same way.
+    /// Set false to have each rank compute everything itself (e.g. when only rank 0 transforms). No effect in one process.
+    /// </summary>
+    public bool DistributedScoring { get; set; } = true;
+
     public bool IsRowToRowMapper => false;
     public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) => throw new NotSupportedException("Use Transform.");
 
@@ -125,7 +132,10 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
     {
         ArgumentNullException.ThrowIfNull(input);
         FinetuneEstimatorBase.CheckTextColumn(input.Schema, Settings.PromptColumnName, "prompt");
-        return new BatchMappedDataView(input, new Mapper(this, input.Schema), _host is null ? null : () => HostAccess.CheckAlive(_host));
+        IBatchColumnMapper mapper = new Mapper(this, input.Schema);
+        var comm = DistributedScoring ? Distributed.Communicator.World : Distributed.Communicator.SingleProcess;
+        if (comm.IsDistributed) mapper = new Distributed.DistributedBatchMapper(mapper, comm);
+        return new BatchMappedDataView(input, mapper, _host is null ? null : () => HostAccess.CheckAlive(_host));
     }
 
     /// <summary>Generates a completion for each prompt (the GeneratedText column's values).</summary>
