@@ -23,7 +23,7 @@ internal sealed class ParameterBuckets : IDisposable
     readonly List<(int[] Indices, long Elements, ScalarType DType)> _buckets = new();
     readonly Dictionary<ScalarType, Tensor> _staging = new();
 
-    public ParameterBuckets(Communicator comm, IReadOnlyList<(string Name, Tensor Parameter)> parameters)
+    public ParameterBuckets(Communicator comm, IReadOnlyList<(string Name, Tensor Parameter)> parameters, long bucketElements = BucketElements)
     {
         _comm = comm; _parameters = parameters;
         foreach (var dtype in new[] { ScalarType.Float32, ScalarType.Float64 })
@@ -33,7 +33,7 @@ internal sealed class ParameterBuckets : IDisposable
             {
                 if (StagingType(parameters[i].Parameter) != dtype) continue;
                 long n = parameters[i].Parameter.numel();
-                if (current.Count > 0 && elements + n > BucketElements) { _buckets.Add((current.ToArray(), elements, dtype)); current.Clear(); elements = 0; }
+                if (current.Count > 0 && elements + n > bucketElements) { _buckets.Add((current.ToArray(), elements, dtype)); current.Clear(); elements = 0; }
                 current.Add(i); elements += n;
             }
             if (current.Count > 0) _buckets.Add((current.ToArray(), elements, dtype));
