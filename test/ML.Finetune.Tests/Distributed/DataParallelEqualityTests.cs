@@ -10,7 +10,7 @@ namespace ML.Finetune.Tests.Distributed;
 /// 1 process × 4.
 /// </summary>
 [Collection("mpirun")]
-public sealed class DataParallelEqualityTests(DataParallelEqualityTests.Runs runs) : IClassFixture<DataParallelEqualityTests.Runs>
+public sealed class DataParallelEqualityTests(ProbeRuns runs)
 {
     /// <summary>name → probe job. Odd jobs: batches that do not divide by 2 (3 → 2 + 1, a last batch of 1 leaves rank 1
     /// empty), padding that differs between shards, gradient accumulation, L2 (once, on rank 0), KL reference batches
@@ -29,22 +29,6 @@ public sealed class DataParallelEqualityTests(DataParallelEqualityTests.Runs run
         ["odd-penalties"] = "batch=5,n=11,acc=2,varlen=1,l2=0.1,kl=0.2,val=5,patience=2,clip=0.5,steps=4",
     };
 
-    public sealed class Runs : IDisposable
-    {
-        public string Folder { get; } = Path.Combine(Path.GetTempPath(), "mlft-dp-" + Guid.NewGuid().ToString("N"));
-        readonly Lazy<bool> _done;
-        public Runs() => _done = new(() =>
-        {
-            string jobs = string.Join(";", Jobs.Select(j => $"{j.Key}:{j.Value}"));
-            MpiRun.RunOk(2, MpiRun.ProbePath, [Path.Combine(Folder, "two"), jobs]);
-            MpiRun.RunOk(0, MpiRun.ProbePath, [Path.Combine(Folder, "one"), jobs]);
-            return true;
-        });
-        public string Path2(string job, int rank) { _ = _done.Value; return Path.Combine(Folder, "two", $"{job}.rank{rank}"); }
-        public string Path1(string job) { _ = _done.Value; return Path.Combine(Folder, "one", $"{job}.rank0"); }
-        public void Dispose() { try { Directory.Delete(Folder, true); } catch (IOException) { } }
-    }
-
     public static TheoryData<string> JobNames => new(Jobs.Keys);
 
     [MpiTheory]
@@ -52,12 +36,12 @@ public sealed class DataParallelEqualityTests(DataParallelEqualityTests.Runs run
     public void TwoRanksTrainTheModelOneProcessTrains(string job)
     {
         // Every rank applied the same all-reduced update.
-        MpiRun.AssertBitwiseEqual(runs.Path2(job, 0) + ".safetensors", runs.Path2(job, 1) + ".safetensors");
-        MpiRun.AssertClose(runs.Path2(job, 0) + ".safetensors", runs.Path1(job) + ".safetensors", atol: 1e-6);
+        MpiRun.AssertBitwiseEqual(runs.TwoRanks(job, 0) + ".safetensors", runs.TwoRanks(job, 1) + ".safetensors");
+        MpiRun.AssertClose(runs.TwoRanks(job, 0) + ".safetensors", runs.OneProcess(job) + ".safetensors", atol: 1e-6);
 
-        var two = TrainingHistory.FromCsv(File.ReadAllText(runs.Path2(job, 0) + ".csv")).Records;
-        var one = TrainingHistory.FromCsv(File.ReadAllText(runs.Path1(job) + ".csv")).Records;
-        Assert.Equal(File.ReadAllText(runs.Path2(job, 0) + ".csv"), File.ReadAllText(runs.Path2(job, 1) + ".csv"));
+        var two = TrainingHistory.FromCsv(File.ReadAllText(runs.TwoRanks(job, 0) + ".csv")).Records;
+        var one = TrainingHistory.FromCsv(File.ReadAllText(runs.OneProcess(job) + ".csv")).Records;
+        Assert.Equal(File.ReadAllText(runs.TwoRanks(job, 0) + ".csv"), File.ReadAllText(runs.TwoRanks(job, 1) + ".csv"));
         Assert.Equal(one.Count, two.Count);
         Assert.True(one.Count >= 2, "the job should run several steps");
         for (int i = 0; i < one.Count; i++)
@@ -77,7 +61,7 @@ public sealed class DataParallelEqualityTests(DataParallelEqualityTests.Runs run
     public void PenaltiesAndValidationAreActuallyExercised()
     {
         // Guards the odd-penalties job against silently testing nothing: L2 and KL are nonzero, validation ran.
-        var h = TrainingHistory.FromCsv(File.ReadAllText(runs.Path1("odd-penalties") + ".csv")).Records;
+        var h = TrainingHistory.FromCsv(File.ReadAllText(runs.OneProcess("odd-penalties") + ".csv")).Records;
         Assert.Contains(h, r => r.L2 > 0);
         Assert.Contains(h, r => r.KL > 0);
         Assert.All(h, r => Assert.False(double.IsNaN(r.ValLoss)));

@@ -130,4 +130,4 @@ public sealed class MpiTheoryAttribute : TheoryAttribute
 
 /// <summary>The mpirun tests run one at a time (each starts several processes on a 2-core machine).</summary>
 [CollectionDefinition("mpirun", DisableParallelization = true)]
-public sealed class MpirunCollection { }
+public sealed class MpirunCollection : ICollectionFixture<ProbeRuns> { }
