@@ -214,7 +214,7 @@ public sealed class FinetuneTrainer
                     distSq = terms.DistanceSquared.ToDouble();
                 }
                 buckets?.AllReduceGradients(sums); // the global gradient and terms on every rank
-                if (!double.IsFinite(sums[0])) throw new FinetuneDivergedException(step, sums[0]);
+                if (!double.IsFinite(sums[0])) throw new FinetuneDivergedException(step, sums[0] / acc);
                 GradientsReady?.Invoke(step, parameters);
                 double gradNorm = GradientNorm(parameters);
                 if (!double.IsFinite(gradNorm)) throw new FinetuneDivergedException(step, gradNorm, "gradient norm");
