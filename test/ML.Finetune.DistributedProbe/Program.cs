@@ -1,4 +1,7 @@
 // Usage: ML.Finetune.DistributedProbe <outDir> <job>[;<job>…]   (alone, or under mpirun -np N)
+//        ML.Finetune.DistributedProbe score <model.zip> <input.idv> <outDir>: mlContext.Model.Load, Transform (distributed
+//        scoring under mpirun) and Evaluate; every rank writes score.rank<r>.json (every column, floats as bit patterns)
+//        and metrics.rank<r>.json.
 //   job = name:key=value,key=value,…  keys (defaults): model=llama|gpt2 (llama: tiny, GQA, no biases; gpt2: TinyTrainingRun),
 //   method=full|lora|prompt|prefix (full), opt=sgd|adamw (adamw),
 //   batch=4 (global), steps=4, n=16 examples, varlen=0|1 (prompt/completion lengths vary, so shards pad differently),
@@ -8,6 +11,8 @@
 // Writes <outDir>/<name>.rank<r>.safetensors (final trainable weights) and <name>.rank<r>.csv (history) on every rank,
 // prints "RANK r OF n PID p" first, "STEP <name> <step>" on rank 0 after each step, "CHECKPOINT <name> <step>", "RESUMED <name> <step>".
 using System.Globalization;
+using Microsoft.ML;
+using ML.Finetune;
 using ML.Finetune.Adapters;
 using ML.Finetune.Checkpoints;
 using ML.Finetune.Distributed;
@@ -21,6 +26,7 @@ torch.set_num_threads(1);
 var comm = Communicator.World;
 Console.WriteLine($"RANK {comm.Rank} OF {comm.Size} PID {Environment.ProcessId}");
 Console.Out.Flush();
+if (args[0] == "score") return Score(args[1], args[2], args[3]);
 string outDir = args[0];
 Directory.CreateDirectory(outDir);
 try
@@ -111,4 +117,17 @@ static List<EncodedExample> Examples(int n, int seed, bool varlen)
         list.Add(new EncodedExample(prompt.Concat(completion).ToArray(), Enumerable.Repeat(-100L, prompt.Count).Concat(completion).ToArray()));
     }
     return list;
+}
+
+int Score(string zip, string input, string dir)
+{
+    Directory.CreateDirectory(dir);
+    var ml = new Microsoft.ML.MLContext(seed: 1);
+    var model = ml.Model.Load(zip, out _);
+    var scored = model.Transform(ml.Data.LoadFromBinary(input));
+    File.WriteAllText(Path.Combine(dir, $"score.rank{comm.Rank}.json"), ML.Finetune.Testing.DataViewDump.ToJson(scored));
+    var metrics = ml.Finetune().Evaluate(scored);
+    File.WriteAllText(Path.Combine(dir, $"metrics.rank{comm.Rank}.json"), System.Text.Json.JsonSerializer.Serialize(metrics));
+    (model as IDisposable)?.Dispose();
+    return 0;
 }
