@@ -10,7 +10,13 @@ internal static class OutputFolder
     public static string Write(string outDir, Action<string> build)
     {
         string full = Path.GetFullPath(outDir);
-        if (!ML.Finetune.Distributed.Communicator.World.IsRoot) return full; // under mpirun rank 0 alone writes outputs
+        if (!ML.Finetune.Distributed.Communicator.World.IsRoot)
+        {
+            // Under mpirun every rank runs the build (it trains data-parallel), but rank 0 alone writes the output folder.
+            string scratch = Directory.CreateTempSubdirectory("mlft-rank-scratch").FullName;
+            try { build(scratch); return full; }
+            finally { Directory.Delete(scratch, recursive: true); }
+        }
         string tmp = full.TrimEnd(Path.DirectorySeparatorChar) + $".tmp-{Guid.NewGuid():N}";
         try
         {
