@@ -15,7 +15,7 @@ namespace ML.Finetune.Distributed;
 /// </summary>
 internal sealed class ParameterBuckets : IDisposable
 {
-    /// <summary>16 Mi elements: 64 MiB per float32 bucket (GPT-2 small's 124 M parameters: 8 buckets per step).</summary>
+    /// <summary>16 Mi elements: 64 MiB per float32 bucket (GPT-2 small's 124 M parameters: 7 buckets per step).</summary>
     public const long BucketElements = 1L << 24;
 
     readonly Communicator _comm;
