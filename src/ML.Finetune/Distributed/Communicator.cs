@@ -29,8 +29,15 @@ public abstract class Communicator
     /// <summary>One process: rank 0 of 1; every collective is a no-op.</summary>
     public static Communicator SingleProcess { get; } = new SingleProcessCommunicator();
 
-    /// <summary>How long a rank waits in one collective before it aborts the job (null = forever).</summary>
-    public static TimeSpan? CollectiveTimeout { get; set; } = ReadTimeout();
+    static TimeSpan? s_timeout;
+    static bool s_timeoutKnown;
+    /// <summary>How long a rank waits in one collective before it aborts the job (null = forever); default from
+    /// <see cref="TimeoutVariable"/>, else 10 minutes.</summary>
+    public static TimeSpan? CollectiveTimeout
+    {
+        get { if (!s_timeoutKnown) { s_timeout = ReadTimeout(); s_timeoutKnown = true; } return s_timeout; }
+        set { s_timeout = value; s_timeoutKnown = true; }
+    }
 
     public abstract int Rank { get; }
     public abstract int Size { get; }

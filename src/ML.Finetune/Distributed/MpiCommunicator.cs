@@ -27,14 +27,16 @@ internal sealed unsafe class MpiCommunicator : Communicator
 
     public static MpiCommunicator Initialize(MpiLaunch launch)
     {
+        _ = CollectiveTimeout; // a malformed MLFINETUNE_MPI_TIMEOUT fails here, before MPI starts
         var mpi = OpenMpi.Load(launch.Library, launch.Reason);
-        if (!mpi.Initialized) mpi.InitThread(OpenMpi.ThreadMultiple);
+        bool owner = !mpi.Initialized; // MPI initialized by the host program is finalized by it too
+        if (owner) mpi.InitThread(OpenMpi.ThreadMultiple);
         int rank = mpi.Rank(), size = mpi.Size();
         if (launch.Size is int s && s != size || launch.Rank is int r && r != rank)
             throw new DistributedException($"MPI reports rank {rank} of {size}, but the launcher's environment says {launch.Reason}, rank {launch.Rank}: " +
                                            "the process was started by a different MPI than the library loaded");
         var comm = new MpiCommunicator(mpi, rank, size, launch.LocalRank);
-        AppDomain.CurrentDomain.ProcessExit += (_, _) => comm.Shutdown(Environment.ExitCode);
+        if (owner) AppDomain.CurrentDomain.ProcessExit += (_, _) => comm.Shutdown(Environment.ExitCode);
         return comm;
     }
 
