@@ -30,10 +30,12 @@ public sealed class RankFailureTests : IDisposable
         bool exited = p.WaitForExit(60_000);
         if (!exited) p.Kill(entireProcessTree: true);
         Assert.True(exited, "mpirun still runs a minute after rank 1 was killed (the job hangs)");
+        // mpirun ends the job and exits with the killed rank's status, 128 + SIGKILL. It also prints "mpirun noticed that
+        // process rank 1 … exited on signal 9 (Killed)" — usually: Open MPI 4.1.4's help-message forwarding sometimes
+        // garbles it under load ("ORTE_ERROR_LOG: Data unpack …"), so the test relies on the exit status (or, should rank
+        // 0's failure be reported first, a non-zero status with rank 1 named).
         string output = rest + stderr.Result;
-        Assert.NotEqual(0, p.ExitCode);
-        Assert.Contains("rank 1", output);
-        Assert.Contains("signal 9", output); // mpirun: "process rank 1 … exited on signal 9 (Killed)"
+        Assert.True(p.ExitCode == 128 + 9 || p.ExitCode != 0 && output.Contains("rank 1"), $"exit code {p.ExitCode}:\n{output}");
         Assert.DoesNotContain("STEP long 499", rest);
         Assert.True((sw.Elapsed - killedAt).TotalSeconds < 30, $"the job took {(sw.Elapsed - killedAt).TotalSeconds:F0} s to end");
     }
@@ -41,12 +43,12 @@ public sealed class RankFailureTests : IDisposable
     [MpiFact]
     public void RankThatFailsAbortsTheOthers()
     {
+        // Without the abort, rank 0 would wait in its next collective for the default 600 s, past this test's 90 s limit.
         var (code, output, seconds) = MpiRun.Run(2, MpiRun.ProbePath, [_dir, "failing:steps=500,fail=1@2"], TimeSpan.FromSeconds(90));
-        Assert.NotEqual(0, code);
         Assert.Contains("error: rank 1: probe: rank 1 fails before step 2 as asked", output); // the failing rank's own message
-        // Exit code 1 → MPI_Abort at exit, not a hang. mpirun usually says "MPI_ABORT was invoked on rank 1"; when the
-        // other rank notices the closed connection first, its "peer process has unexpectedly disconnected" comes instead.
-        Assert.True(output.Contains("MPI_ABORT was invoked on rank 1") || output.Contains("unexpectedly disconnected"), output);
+        // Exit code 1 → MPI_Abort(1) at process exit, and mpirun exits with it (its "MPI_ABORT was invoked on rank 1" note
+        // is sometimes garbled by Open MPI 4.1.4 under load, see above).
+        Assert.Equal(1, code);
         Assert.DoesNotContain("STEP failing 10", output);
         Assert.True(seconds < 60, $"took {seconds:F0} s");
     }
