@@ -7,7 +7,8 @@
 //   batch=4 (global), steps=4, n=16 examples, varlen=0|1 (prompt/completion lengths vary, so shards pad differently),
 //   acc=1, l2=0, kl=0 (reference texts: 6), val=0 (validation examples, evaluated every step), patience=0, clip=0,
 //   lr=0.01, dropout=0 (attention dropout for llama, residual for gpt2), ckpt=<folder> with every=N, sleep=ms per step, hang=R@S (rank R sleeps 10 min before step S),
-//   fail=R@S (rank R throws before step S).
+//   fail=R@S (rank R throws before step S), timeout=T@S (collective time limit T seconds from step S on, so that a
+//   slow start of a loaded machine cannot trip it).
 // Writes <outDir>/<name>.rank<r>.safetensors (final trainable weights) and <name>.rank<r>.csv (history) on every rank,
 // prints "RANK r OF n PID p" first, "STEP <name> <step>" on rank 0 after each step, "CHECKPOINT <name> <step>", "RESUMED <name> <step>".
 using System.Globalization;
@@ -84,9 +85,11 @@ void RunJob(string spec)
         if (fail is { } f && f.Rank == comm.Rank && f.Step == step) throw new InvalidOperationException($"probe: rank {comm.Rank} fails before step {step} as asked");
         if (sleep > 0) Thread.Sleep(sleep);
     };
+    var limit = At("timeout");
     trainer.Progress = p =>
     {
         step = p.Record.Step + 1;
+        if (limit is { } l && l.Step == step) Communicator.CollectiveTimeout = TimeSpan.FromSeconds(l.Rank);
         if (comm.IsRoot) { Console.WriteLine($"STEP {name} {p.Record.Step}"); Console.Out.Flush(); }
     };
     trainer.CheckpointWritten = (step, _) => { Console.WriteLine($"CHECKPOINT {name} {step}"); Console.Out.Flush(); };

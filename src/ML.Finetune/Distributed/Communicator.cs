@@ -35,7 +35,7 @@ public abstract class Communicator
     /// <see cref="TimeoutVariable"/>, else 10 minutes.</summary>
     public static TimeSpan? CollectiveTimeout
     {
-        get { if (!s_timeoutKnown) { s_timeout = ReadTimeout(); s_timeoutKnown = true; } return s_timeout; }
+        get { if (!s_timeoutKnown) { s_timeout = ParseTimeout(Environment.GetEnvironmentVariable(TimeoutVariable)); s_timeoutKnown = true; } return s_timeout; }
         set { s_timeout = value; s_timeoutKnown = true; }
     }
 
@@ -70,9 +70,9 @@ public abstract class Communicator
         return launch is null ? SingleProcess : MpiCommunicator.Initialize(launch);
     }
 
-    static TimeSpan? ReadTimeout()
+    /// <summary>The value of <see cref="TimeoutVariable"/>: unset = 10 minutes, 0 = no limit, else seconds.</summary>
+    internal static TimeSpan? ParseTimeout(string? v)
     {
-        string? v = Environment.GetEnvironmentVariable(TimeoutVariable);
         if (string.IsNullOrWhiteSpace(v)) return TimeSpan.FromMinutes(10);
         if (!double.TryParse(v, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double s) || s < 0)
             throw new InvalidOperationException($"environment variable {TimeoutVariable}='{v}': expected seconds ≥ 0 (0 = no limit)");

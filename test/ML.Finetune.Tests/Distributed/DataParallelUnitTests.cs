@@ -51,6 +51,16 @@ public sealed class DataParallelUnitTests
     }
 
     [Fact]
+    public void CollectiveTimeLimitComesFromTheEnvironment()
+    {
+        Assert.Equal(TimeSpan.FromMinutes(10), Communicator.ParseTimeout(null));
+        Assert.Null(Communicator.ParseTimeout("0"));
+        Assert.Equal(TimeSpan.FromSeconds(2.5), Communicator.ParseTimeout("2.5"));
+        var e = Assert.Throws<InvalidOperationException>(() => Communicator.ParseTimeout("ten"));
+        Assert.Contains("MLFINETUNE_MPI_TIMEOUT='ten'", e.Message);
+    }
+
+    [Fact]
     public void ShardTermsOverGlobalCountsAddUpToTheWholeBatchObjective()
     {
         // CE and KL of a batch split 2 + 1 (padded differently), each shard divided by the whole batch's counts, add up to
