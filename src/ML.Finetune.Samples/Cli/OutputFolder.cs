@@ -26,6 +26,7 @@ public sealed class OutputFolder : IDisposable
     readonly bool _overwrite;
     readonly IDisposable _forcedStop;
     string? _staging;
+    bool _scratch;
 
     OutputFolder(string command, string fullPath, string shown, bool overwrite)
     {
@@ -45,6 +46,10 @@ public sealed class OutputFolder : IDisposable
     public static OutputFolder Open(string command, string outDir, bool overwrite, IReadOnlyCollection<string> planned,
         params (string Option, string? Path)[] inputs)
     {
+        // Under mpirun every rank runs the command (it trains data-parallel), but rank 0 alone owns --out: the other
+        // ranks stage into a private scratch folder that disappears with them (and so never race rank 0's files).
+        if (!ML.Finetune.Distributed.Communicator.World.IsRoot)
+            return new OutputFolder(command, Directory.CreateTempSubdirectory("mlft-rank-scratch").FullName, outDir, overwrite) { _scratch = true };
         string full = RealPath.Of(outDir);
         foreach (var (option, path) in inputs)
         {
@@ -184,6 +189,7 @@ public sealed class OutputFolder : IDisposable
     /// </summary>
     void Cleanup()
     {
+        if (_scratch) { if (Directory.Exists(FullPath)) CliCancellation.Delete(FullPath); return; }
         if (_staging != null) { CliCancellation.Delete(_staging); _staging = null; }
         if (!Directory.Exists(StatePath)) return;
         if (Training.TrainingCheckpoint.List(CheckpointPath).Count == 0) EndRun();

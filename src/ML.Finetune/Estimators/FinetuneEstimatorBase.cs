@@ -157,7 +157,8 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
         {
             case FinetuneDevice.Cpu: return torch.CPU;
             case FinetuneDevice.Cuda:
-                if (cuda) return torch.device(DeviceType.CUDA, gpu ?? 0);
+                // Under mpirun each rank takes the GPU of its node-local rank unless MLContext.GpuDeviceId says otherwise.
+                if (cuda) return torch.device(DeviceType.CUDA, gpu ?? Distributed.Communicator.World.LocalRank);
                 if (fallback) return torch.CPU;
                 throw new InvalidOperationException("Device = Cuda was requested but CUDA is not available (set MLContext.FallbackToCpu = true to use the CPU).");
             default:

@@ -1,3 +1,4 @@
+using ML.Finetune.Distributed;
 using ML.Finetune.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -19,6 +20,7 @@ public sealed class TrainerOptions
     /// <summary>Optimizer steps; when null, <see cref="Epochs"/> passes over the data.</summary>
     public int? MaxSteps { get; set; }
     public int Epochs { get; set; } = 1;
+    /// <summary>Examples per micro-batch, over all data-parallel ranks together (each rank takes a shard of it).</summary>
     public int BatchSize { get; set; } = 8;
     /// <summary>Global-norm gradient clipping; null or ≤ 0 = off.</summary>
     public double? GradientClipNorm { get; set; }
@@ -67,6 +69,10 @@ public sealed record TrainingProgress(TrainingRecord Record, int TotalSteps)
 /// forward per batch), seeded shuffling, AdamW/SGD, schedules with warmup, global-norm clipping, gradient
 /// accumulation, periodic validation, NaN/Inf detection, a dispose scope per step. Deterministic on CPU for a seed.
 /// The method must be attached to the model before <see cref="Train"/>.
+/// <para>Data parallelism (<see cref="Communicator"/>, e.g. under <c>mpirun -np N</c>): every rank runs this same loop
+/// on the same data and order, takes its shard of each global batch, and sums its share of the objective's gradient
+/// with the others' before the (identical) update, so N ranks train the model one process trains (up to float
+/// summation order). Rank 0 alone writes checkpoints. In one process every collective is a no-op.</para>
 /// </summary>
 public sealed class FinetuneTrainer
 {
@@ -95,8 +101,12 @@ public sealed class FinetuneTrainer
     public Action<int, IReadOnlyList<(string Name, Tensor Parameter)>>? GradientsReady { get; set; }
     /// <summary>Warnings (e.g. a corrupt checkpoint skipped on resume). Default: standard error.</summary>
     public Action<string>? Warning { get; set; } = m => Console.Error.WriteLine("warning: " + m);
-    /// <summary>Called after a checkpoint is written: (completed steps, folder).</summary>
+    /// <summary>Called after a checkpoint is written: (completed steps, folder). Rank 0 only.</summary>
     public Action<int, string>? CheckpointWritten { get; set; }
+
+    Communicator? _communicator;
+    /// <summary>The data-parallel job (default <see cref="Communicator.World"/>: the ranks mpirun started, else one process).</summary>
+    public Communicator Communicator { get => _communicator ??= Communicator.World; set => _communicator = value ?? throw new ArgumentNullException(nameof(value)); }
 
     /// <summary>Right-pads examples into one batch (pad id, mask 0, label −100).</summary>
     public static TrainingBatch Collate(IReadOnlyList<EncodedExample> examples, long padId, Device? device = null)
@@ -129,16 +139,20 @@ public sealed class FinetuneTrainer
         ArgumentNullException.ThrowIfNull(model); ArgumentNullException.ThrowIfNull(method); ArgumentNullException.ThrowIfNull(train);
         if (train.Count == 0) throw new InvalidOperationException("The training data has no rows.");
         var device = model.Device;
+        var comm = Communicator;
         if (Options.TuneMalloc) Runtime.MallocTuning.ApplyForTraining();
-        torch.manual_seed(Options.Seed);
+        torch.manual_seed(DataParallel.TorchSeed(Options.Seed, comm.Rank));
         var rng = new Random(unchecked((int)Options.Seed));
         var parameters = method.TrainableParameters;
         if (parameters.Count == 0) throw new InvalidOperationException($"Method '{method.Name}' has no trainable parameters; was Attach called?");
+        int total = TotalSteps(train.Count);
+        if (comm.IsDistributed)
+            RankAgreement.CheckSameRun(comm, Options, method.Name, total, PadId, parameters, train, validation, Options.KlPenalty > 0 ? referenceTexts : null);
 
-        var references = Options.KlPenalty > 0 ? PrepareReferences(model, method, referenceTexts, device) : new List<ReferenceBatch>();
+        var references = Options.KlPenalty > 0 ? PrepareReferences(model, method, referenceTexts, device) : new List<ReferenceBatch?>();
         using var optimizer = FinetuneOptimizer.Create(Options.Optimizer, parameters, Options.WeightDecay,
             Options.AdamBeta1, Options.AdamBeta2, Options.AdamEpsilon, Options.Momentum);
-        int total = TotalSteps(train.Count);
+        using var buckets = comm.IsDistributed ? new ParameterBuckets(comm, parameters) : null;
         var schedule = new LearningRateSchedule(Options.Schedule, Options.WarmupSteps, total);
         var history = new TrainingHistory();
         var order = new List<int>();
@@ -163,7 +177,7 @@ public sealed class FinetuneTrainer
         bool checkpoints = Options.CheckpointFolder != null && Options.CheckpointEveryNSteps > 0;
         if (Options.CheckpointFolder != null && Options.ResumeFromCheckpoint)
         {
-            using var ck = TrainingCheckpoint.LoadLatest(Options.CheckpointFolder, Warning);
+            using var ck = CheckpointSharing.LoadLatest(comm, Options.CheckpointFolder, Warning);
             if (ck != null)
             {
                 var st = ck.State;
@@ -176,8 +190,7 @@ public sealed class FinetuneTrainer
                 rng = new Random(unchecked((int)Options.Seed));
                 for (int k = 0; k < st.Shuffles; k++) Reshuffle();
                 order = st.Order.ToList(); cursor = st.Cursor; shuffles = st.Shuffles;
-                if (st.TorchRngState.Length > 0)
-                    using (var rs = torch.tensor(Convert.FromBase64String(st.TorchRngState), dtype: ScalarType.Byte)) torch.set_rng_state(rs);
+                RestoreTorchRng(st, comm);
                 foreach (var r in TrainingHistory.FromCsv(st.HistoryCsv).Records) history.Add(r);
                 early.Restore(st, ck.Best);
                 startStep = st.Step;
@@ -185,21 +198,26 @@ public sealed class FinetuneTrainer
             }
         }
         int lastCheckpoint = startStep;
+        // Rank 0 alone writes checkpoints; they hold every rank's dropout stream (a collective, so every rank calls this).
         void SaveCheckpoint(int completed)
         {
             using var rs = torch.get_rng_state();
+            var rngStates = comm.AllGather(rs.data<byte>().ToArray()).Select(Convert.ToBase64String).ToArray();
+            lastCheckpoint = completed;
+            if (!comm.IsRoot) return;
             var st = new CheckpointState
             {
                 Step = completed, Seed = Options.Seed, Method = method.Name, Order = order.ToArray(), Cursor = cursor,
-                Shuffles = shuffles, TorchRngState = Convert.ToBase64String(rs.data<byte>().ToArray()), HistoryCsv = history.ToCsv(),
+                Shuffles = shuffles, TorchRngState = rngStates[0], WorldSize = comm.Size, RankTorchRngStates = rngStates[1..],
+                HistoryCsv = history.ToCsv(),
             };
             early.Save(st);
             using var optState = new DisposingDictionary(optimizer.GetState());
             string dir = TrainingCheckpoint.Save(Options.CheckpointFolder!, st, parameters.ToDictionary(p => p.Name, p => p.Parameter),
                 optState.Items, early.BestWeights, Options.KeepCheckpoints);
-            lastCheckpoint = completed;
             CheckpointWritten?.Invoke(completed, dir);
         }
+        if (startStep == 0) buckets?.BroadcastFromRoot(); // identical starting weights on every rank, whatever their RNGs did
         try
         {
             model.train();
@@ -214,22 +232,27 @@ public sealed class FinetuneTrainer
                 using var scope = torch.NewDisposeScope();
                 double lr = schedule.LearningRate(Options.LearningRate, step);
                 optimizer.ZeroGrad();
-                double sumTotal = 0, sumCe = 0, sumL2 = 0, sumKl = 0, distSq = 0;
-                long tokens = 0;
+                // This rank's share of the step's terms (summed over micro-batches): [total, CE, KL]. CE and KL are sums over
+                // its rows divided by the whole batch's counts and β·L2 is added on rank 0 only, so the ranks' shares add up.
+                var sums = new double[3];
+                double sumL2 = 0, distSq = 0;
+                long tokens = 0; // of the global batch (progress reports tokens/s of the whole job)
                 int acc = Options.GradientAccumulationSteps;
                 for (int micro = 0; micro < acc; micro++)
                 {
-                    var examples = NextBatch();
-                    tokens += examples.Sum(e => (long)e.Length);
-                    using var batch = Collate(examples, PadId, device);
+                    var global = NextBatch();
+                    tokens += global.Sum(e => (long)e.Length);
+                    var shard = DataParallel.Shard(global, comm);
+                    using var batch = shard.Count > 0 ? Collate(shard, PadId, device) : null;
                     var reference = references.Count > 0 ? references[(step * acc + micro) % references.Count] : null;
-                    var terms = Objective.Compute(method, model, batch, reference);
-                    double t = terms.Total.ToDouble();
-                    if (!double.IsFinite(t)) throw new FinetuneDivergedException(step, t, "loss", Options.LearningRate, Options.GradientClipNorm);
-                    (acc == 1 ? terms.Total : terms.Total.div(acc)).backward();
-                    sumTotal += t; sumCe += terms.CrossEntropy.ToDouble(); sumL2 += terms.L2.ToDouble(); sumKl += terms.KL.ToDouble();
+                    var terms = Objective.Compute(method, model, batch, reference, FinetuneObjective.CountTargets(global), includeL2: comm.IsRoot);
+                    if (terms.Total.requires_grad) (acc == 1 ? terms.Total : terms.Total.div(acc)).backward();
+                    sums[0] += terms.Total.ToDouble(); sums[1] += terms.CrossEntropy.ToDouble(); sums[2] += terms.KL.ToDouble();
+                    sumL2 += terms.L2.ToDouble();
                     distSq = terms.DistanceSquared.ToDouble();
                 }
+                buckets?.AllReduceGradients(sums); // the global gradient and terms on every rank
+                if (!double.IsFinite(sums[0])) throw new FinetuneDivergedException(step, sums[0] / acc, "loss", Options.LearningRate, Options.GradientClipNorm);
                 GradientsReady?.Invoke(step, parameters);
                 double gradNorm = GradientNorm(parameters);
                 if (!double.IsFinite(gradNorm)) throw new FinetuneDivergedException(step, gradNorm, "gradient norm", Options.LearningRate, Options.GradientClipNorm);
@@ -242,7 +265,7 @@ public sealed class FinetuneTrainer
                     val = ValidationLoss(model, method, validation);
                     model.train();
                 }
-                var record = new TrainingRecord(step, sumTotal / acc, sumCe / acc, sumL2 / acc, sumKl / acc, Math.Sqrt(Math.Max(0, distSq)), lr, gradNorm, val);
+                var record = new TrainingRecord(step, sums[0] / acc, sums[1] / acc, sumL2 / acc, sums[2] / acc, Math.Sqrt(Math.Max(0, distSq)), lr, gradNorm, val);
                 history.Add(record);
                 Progress?.Invoke(new TrainingProgress(record, total) { Tokens = tokens });
                 bool stop = !double.IsNaN(val) && early.Observe(step, val);
@@ -255,15 +278,32 @@ public sealed class FinetuneTrainer
                 history.BestValidationLoss = early.BestLoss;
                 early.RestoreBest(); // no-op unless early stopping with RestoreBestWeights kept a snapshot
             }
+            if (comm.IsDistributed) RankAgreement.CheckSameWeights(comm, parameters);
         }
         finally
         {
             early.Dispose();
             model.eval();
-            foreach (var r in references) r.Dispose();
+            foreach (var r in references) r?.Dispose();
             optimizer.ZeroGrad();
         }
         return history;
+    }
+
+    /// <summary>
+    /// Restores this rank's dropout stream. A checkpoint of another world size has no stream for this rank: the data
+    /// order, batches and objective do not depend on the world size, so the run continues, with fresh streams there.
+    /// </summary>
+    void RestoreTorchRng(CheckpointState st, Communicator comm)
+    {
+        string? state = comm.Rank == 0 ? st.TorchRngState
+            : st.WorldSize == comm.Size && comm.Rank - 1 < st.RankTorchRngStates.Length ? st.RankTorchRngStates[comm.Rank - 1] : null;
+        if (state is { Length: > 0 })
+            using (var rs = torch.tensor(Convert.FromBase64String(state), dtype: ScalarType.Byte)) torch.set_rng_state(rs);
+        else if (comm.Rank > 0) torch.manual_seed(DataParallel.TorchSeed(unchecked(Options.Seed + st.Step), comm.Rank));
+        if (st.WorldSize != comm.Size && comm.IsRoot)
+            Warning?.Invoke($"the checkpoint at step {st.Step} was written by {st.WorldSize} data-parallel rank(s) and resumes on {comm.Size}: " +
+                            "data order, batches and objective are unchanged; dropout masks on ranks ≥ 1 come from new random streams");
     }
 
     static void CopyInto(IReadOnlyList<(string Name, Tensor Parameter)> parameters, IReadOnlyDictionary<string, Tensor> values, string what)
@@ -356,39 +396,50 @@ public sealed class FinetuneTrainer
         return norm;
     }
 
-    /// <summary>Mean CE over every completion token of the data (no_grad, eval mode).</summary>
+    /// <summary>
+    /// Mean CE over every completion token of the data (no_grad, eval mode). Under data parallelism the batches are dealt
+    /// round-robin to the ranks and the sums are all-reduced: each batch is the one-process batch, every rank gets the result.
+    /// </summary>
     public double ValidationLoss(CausalLM model, IFinetuneMethod method, IReadOnlyList<EncodedExample> data)
     {
         model.eval();
         using var _ = torch.no_grad();
-        double sum = 0; long count = 0;
-        for (int i = 0; i < data.Count; i += Options.BatchSize)
+        var comm = Communicator;
+        var sums = new double[2]; // Σ −log p, targets
+        for (int i = comm.Rank * Options.BatchSize; i < data.Count; i += comm.Size * Options.BatchSize)
         {
             using var scope = torch.NewDisposeScope();
             using var batch = Collate(data.Skip(i).Take(Options.BatchSize).ToList(), PadId, model.Device);
             var logits = method.Logits(model, batch.InputIds, batch.AttentionMask);
             var (lp, mask) = FinetuneObjective.TargetLogProbs(logits, batch.Labels);
-            sum -= lp.sum().ToDouble();
-            count += (long)mask.sum().ToDouble();
+            sums[0] -= lp.sum().ToDouble();
+            sums[1] += (long)mask.sum().ToDouble();
         }
-        return count == 0 ? double.NaN : sum / count;
+        comm.AllReduce(sums);
+        return sums[1] == 0 ? double.NaN : sums[0] / sums[1];
     }
 
-    private List<ReferenceBatch> PrepareReferences(CausalLM model, IFinetuneMethod method, IReadOnlyList<long[]>? texts, Device device)
+    /// <summary>
+    /// log p_θp of every reference batch (BatchSize texts), computed once. Under data parallelism a rank keeps only its
+    /// shard of each batch (null when it has none) with the whole batch's position count, like the training batches.
+    /// </summary>
+    private List<ReferenceBatch?> PrepareReferences(CausalLM model, IFinetuneMethod method, IReadOnlyList<long[]>? texts, Device device)
     {
         if (texts is null || texts.Count == 0)
             throw new InvalidOperationException("KlPenalty > 0 needs reference texts (ReferenceTextData); none were given.");
-        var list = new List<ReferenceBatch>();
+        var list = new List<ReferenceBatch?>();
         bool wasTraining = model.training;
         model.eval();
         for (int i = 0; i < texts.Count; i += Options.BatchSize)
         {
-            var chunk = texts.Skip(i).Take(Options.BatchSize).Select(t => new EncodedExample(t, t)).ToList();
+            var global = texts.Skip(i).Take(Options.BatchSize).ToList();
+            var chunk = DataParallel.Shard(global, Communicator).Select(t => new EncodedExample(t, t)).ToList();
+            if (chunk.Count == 0) { list.Add(null); continue; }
             using var batch = Collate(chunk, PadId, device);
             var lp = FinetuneObjective.PretrainedLogProbs(method, model, batch.InputIds, batch.AttentionMask);
             var ids = batch.InputIds.clone(); var mask = batch.AttentionMask.clone();
             foreach (var t in new[] { ids, mask, lp }) t.DetachFromDisposeScope();
-            list.Add(new ReferenceBatch(ids, mask, lp));
+            list.Add(new ReferenceBatch(ids, mask, lp) { PositionCount = global.Sum(t => (long)t.Length) });
         }
         if (wasTraining) model.train();
         return list;

@@ -19,7 +19,7 @@ public sealed class LearningRateSweepOptions
     /// <summary>Optional extra score per candidate: (fitted transformer, validation data) → metric (higher is better is not assumed).</summary>
     public Func<FinetuneTransformer, IDataView, double>? Metric { get; set; }
     public string MetricName { get; set; } = "metric";
-    /// <summary>Write the lr → validation-loss curve here as a PNG (null = no plot).</summary>
+    /// <summary>Write the lr → validation-loss curve here as a PNG (null = no plot; rank 0 only under mpirun).</summary>
     public string? PlotPath { get; set; }
 
     public IReadOnlyList<double> ResolveCandidates()
@@ -98,7 +98,8 @@ public static class LearningRateSweep
             else t?.Dispose();
         }
         if (best == null) throw new InvalidOperationException("every learning-rate candidate diverged: " + string.Join("; ", rows.Select(r => $"{r.LearningRate:G3}: {r.Error}")));
-        if (options.PlotPath != null) Plot(rows, options.PlotPath, bestLr);
+        // Under data parallelism every rank ran the same sweep on globally reduced losses; rank 0 alone writes the plot.
+        if (options.PlotPath != null && Distributed.Communicator.World.IsRoot) Plot(rows, options.PlotPath, bestLr);
         return new LearningRateSweepResult { Rows = rows, BestLearningRate = bestLr, BestTransformer = best, PlotPath = options.PlotPath };
     }
 

@@ -18,8 +18,12 @@ public sealed class CheckpointState
     public int[] Order { get; set; } = [];
     public int Cursor { get; set; }
     public int Shuffles { get; set; }
-    /// <summary>torch's default CPU generator state (dropout), base64.</summary>
+    /// <summary>torch's default CPU generator state (dropout), base64; rank 0's under data parallelism.</summary>
     public string TorchRngState { get; set; } = "";
+    /// <summary>Data-parallel ranks of the run that wrote the checkpoint (1 = one process).</summary>
+    public int WorldSize { get; set; } = 1;
+    /// <summary>The generator states of ranks 1 … WorldSize − 1 (each rank draws its own dropout masks), base64.</summary>
+    public string[] RankTorchRngStates { get; set; } = [];
     public string HistoryCsv { get; set; } = "";
     public double BestValidationLoss { get; set; } = double.PositiveInfinity;
     public int BestStep { get; set; } = -1;

@@ -126,6 +126,14 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
     internal ExampleEncoder Encoder { get; }
     public bool IsSelfContained => _baseFiles.Count > 0;
 
+    /// <summary>
+    /// Under mpirun (N &gt; 1 ranks), Transform's generation and scoring is split across the ranks and every rank receives
+    /// all rows (see <see cref="Distributed.DistributedBatchMapper"/>): every rank must then read the output the same way.
+    /// Set false to have each rank compute everything itself (e.g. when only rank 0 transforms). No effect in one process,
+    /// and none on PredictionEngine (a single row is computed where it is asked for).
+    /// </summary>
+    public bool DistributedScoring { get; set; } = true;
+
     public bool IsRowToRowMapper => true;
 
     /// <summary>The single-row mapper behind PredictionEngine (see the class remarks).</summary>
@@ -144,7 +152,10 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
         ArgumentNullException.ThrowIfNull(input);
         ThrowIfDisposed();
         FinetuneEstimatorBase.CheckTextColumn(input.Schema, Settings.PromptColumnName, "prompt");
-        return new BatchMappedDataView(input, new Mapper(this, input.Schema), CheckAlive);
+        IBatchColumnMapper mapper = new Mapper(this, input.Schema);
+        var comm = DistributedScoring ? Distributed.Communicator.World : Distributed.Communicator.SingleProcess;
+        if (comm.IsDistributed) mapper = new Distributed.DistributedBatchMapper(mapper, comm);
+        return new BatchMappedDataView(input, mapper, CheckAlive);
     }
 
     /// <summary>Whether rows of this schema get Score and ScorePerToken: they have a text completion column.</summary>
