@@ -184,26 +184,30 @@ public sealed class PrefixTuningMethod : IFinetuneMethod, IDisposable
     /// <summary>
     /// Forward with the prefix: logits [B, T, V]. Explicit <paramref name="positionIds"/> are shifted by P.
     /// </summary>
-    public Tensor Forward(CausalLM model, Tensor inputIds, Tensor? attentionMask, Tensor? positionIds = null)
+    public Tensor Forward(CausalLM model, Tensor inputIds, Tensor? attentionMask, Tensor? positionIds = null) =>
+        model.LogitsFromHidden(ForwardHidden(model, inputIds, attentionMask, positionIds));
+
+    /// <summary>Final hidden states [B, T, d] with the prefix in effect (see <see cref="Forward"/>).</summary>
+    public Tensor ForwardHidden(CausalLM model, Tensor inputIds, Tensor? attentionMask, Tensor? positionIds = null)
     {
         long b = inputIds.shape[0], t = inputIds.shape[1];
         if (_disabled)
-            return model.Forward(new CausalLMInput { InputIds = inputIds, AttentionMask = attentionMask, PositionIds = positionIds }).Logits;
+            return model.ForwardHidden(new CausalLMInput { InputIds = inputIds, AttentionMask = attentionMask, PositionIds = positionIds }).LastHiddenState;
         int p = NumVirtualTokens;
         PromptTuningMethod.CheckContext(model, p, t);
         using var cache = BuildCache((int)b);
         var mask = attentionMask ?? torch.ones(b, t, dtype: ScalarType.Int64, device: inputIds.device);
         mask = torch.cat([torch.ones(b, p, dtype: mask.dtype, device: mask.device), mask], 1);
-        return model.Forward(new CausalLMInput
+        return model.ForwardHidden(new CausalLMInput
         {
             InputIds = inputIds,
             AttentionMask = mask,
             PositionIds = positionIds?.add(p),
             Cache = cache,
-        }).Logits;
+        }).LastHiddenState;
     }
 
-    public Tensor Logits(CausalLM model, Tensor inputIds, Tensor attentionMask) => Forward(model, inputIds, attentionMask);
+    public Tensor HiddenStates(CausalLM model, Tensor inputIds, Tensor attentionMask) => ForwardHidden(model, inputIds, attentionMask);
 
     public IDisposable? UsePretrained(CausalLM model)
     {

@@ -150,10 +150,11 @@ public sealed class PromptTuningMethod : IFinetuneMethod, IDisposable
         return model.Forward(new CausalLMInput { InputsEmbeds = embeds, AttentionMask = mask }).Logits;
     }
 
-    public Tensor Logits(CausalLM model, Tensor inputIds, Tensor attentionMask)
+    public Tensor HiddenStates(CausalLM model, Tensor inputIds, Tensor attentionMask)
     {
-        if (_disabled) return model.Forward(new CausalLMInput { InputIds = inputIds, AttentionMask = attentionMask }).Logits;
-        var full = FullLogits(model, inputIds, attentionMask);
+        if (_disabled) return model.ForwardHidden(new CausalLMInput { InputIds = inputIds, AttentionMask = attentionMask }).LastHiddenState;
+        var (embeds, mask) = PrependPrompt(model, inputIds, attentionMask);
+        var full = model.ForwardHidden(new CausalLMInput { InputsEmbeds = embeds, AttentionMask = mask }).LastHiddenState;
         return full.narrow(1, NumVirtualTokens, inputIds.shape[1]);
     }
 

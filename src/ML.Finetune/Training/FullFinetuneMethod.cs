@@ -36,8 +36,8 @@ public sealed class FullFinetuneMethod : IFinetuneMethod, IDisposable
 
     public IReadOnlyList<(string Name, Tensor Parameter)> TrainableParameters => _params;
 
-    public Tensor Logits(CausalLM model, Tensor inputIds, Tensor attentionMask) =>
-        model.Forward(new CausalLMInput { InputIds = inputIds, AttentionMask = attentionMask }).Logits;
+    public Tensor HiddenStates(CausalLM model, Tensor inputIds, Tensor attentionMask) =>
+        model.ForwardHidden(new CausalLMInput { InputIds = inputIds, AttentionMask = attentionMask }).LastHiddenState;
 
     /// <summary>Null: θ_p is reproduced by the trainer's cache of p_θp computed before training.</summary>
     public IDisposable? UsePretrained(CausalLM model) => null;

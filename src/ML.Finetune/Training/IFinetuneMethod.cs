@@ -25,10 +25,12 @@ public interface IFinetuneMethod
     IReadOnlyList<(string Name, Tensor Parameter)> TrainableParameters { get; }
 
     /// <summary>
-    /// Logits [B, T, V] (float32) for the real token positions of the batch, with the method in effect: virtual
-    /// prompt positions are dropped, so logits align with <paramref name="inputIds"/>. Right-padded batches.
+    /// Final-norm hidden states [B, T, d] (compute dtype) for the real token positions of the batch, with the method in
+    /// effect: virtual prompt positions are dropped, so rows align with <paramref name="inputIds"/>. Right-padded
+    /// batches. The LM head (<see cref="CausalLM.LogitsFromHidden"/>) maps them to logits; keeping the two apart lets a
+    /// loss run the head only where it is needed.
     /// </summary>
-    Tensor Logits(CausalLM model, Tensor inputIds, Tensor attentionMask);
+    Tensor HiddenStates(CausalLM model, Tensor inputIds, Tensor attentionMask);
 
     /// <summary>
     /// The pretrained distribution p_θp for the KL penalty, with no second model copy where possible: methods that
@@ -61,3 +63,10 @@ public interface IFinetuneMethod
 /// with per-layer prefixes for a batch (prefix tuning; real tokens' positions start at the prefix length).
 /// </summary>
 public sealed record GenerationPrefix(Tensor? SoftPrompt, Func<int, KVCache>? PrefixCache);
+
+public static class FinetuneMethodExtensions
+{
+    /// <summary>Logits [B, T, V] (float32) with the method in effect: the LM head on <see cref="IFinetuneMethod.HiddenStates"/>.</summary>
+    public static Tensor Logits(this IFinetuneMethod method, CausalLM model, Tensor inputIds, Tensor attentionMask) =>
+        model.LogitsFromHidden(method.HiddenStates(model, inputIds, attentionMask));
+}

@@ -1,3 +1,4 @@
+using ML.Finetune.Training;
 using System.Text.Json.Nodes;
 using ML.Finetune.Adapters;
 using ML.Finetune.Checkpoints;

@@ -1,3 +1,4 @@
+using ML.Finetune.Training;
 using ML.Finetune.Adapters;
 using ML.Finetune.Models;
 using static TorchSharp.torch;
