@@ -36,6 +36,15 @@ public static class SafeTensors
 
     public static IReadOnlyCollection<string> SupportedDTypes => DTypes.Keys;
 
+    /// <summary>The torch dtype of a header dtype string (one of <see cref="SupportedDTypes"/>).</summary>
+    public static ScalarType ScalarTypeOf(string dtype) => DTypes[dtype].Type;
+
+    /// <summary>Bytes per element of a header dtype string.</summary>
+    public static int ElementSize(string dtype) => DTypes[dtype].Size;
+
+    /// <summary>Whether a header dtype string is a floating type.</summary>
+    public static bool IsFloating(string dtype) => dtype is "F32" or "F16" or "BF16" or "F64";
+
     /// <summary>Reads and validates the header only.</summary>
     public static SafeTensorsHeader ReadHeader(string path)
     {
@@ -44,7 +53,7 @@ public static class SafeTensors
         return ReadHeader(fs, path);
     }
 
-    static SafeTensorsHeader ReadHeader(FileStream fs, string path)
+    internal static SafeTensorsHeader ReadHeader(FileStream fs, string path)
     {
         long fileLength = fs.Length;
         if (fileLength < 8) throw Bad(path, "(header length)", $"file is {fileLength} bytes, shorter than the 8-byte header length");
@@ -142,20 +151,22 @@ public static class SafeTensors
 
     /// <summary>
     /// Loads every tensor (or those accepted by <paramref name="filter"/>). Floating tensors are converted to
-    /// <paramref name="floatDType"/> when given; otherwise F16/BF16 are kept as stored.
+    /// <paramref name="floatDType"/> when given; otherwise F16/BF16 are kept as stored. Each tensor is read from the
+    /// memory-mapped file straight into its own storage (<see cref="SafeTensorsMapping"/>).
     /// </summary>
     public static Dictionary<string, Tensor> Load(string path, ScalarType? floatDType = null, Device? device = null, Func<string, bool>? filter = null)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"safetensors file not found: {path}", path);
-        using var fs = File.OpenRead(path);
-        var header = ReadHeader(fs, path);
+        using var file = SafeTensorsMapping.Open(path);
         var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         try
         {
-            foreach (var t in header.Tensors.Values.OrderBy(t => t.Begin))
+            foreach (var t in file.Header.Tensors.Values.OrderBy(t => t.Begin))
             {
                 if (filter != null && !filter(t.Name)) continue;
-                result[t.Name] = ReadTensor(fs, header, t, floatDType, device);
+                var type = floatDType is ScalarType want && IsFloating(t.DType) ? want : ScalarTypeOf(t.DType);
+                var tensor = torch.empty(t.Shape, type, device);
+                result[t.Name] = tensor;
+                file.CopyTo(t, tensor);
             }
         }
         catch
@@ -164,32 +175,6 @@ public static class SafeTensors
             throw;
         }
         return result;
-    }
-
-    static Tensor ReadTensor(FileStream fs, SafeTensorsHeader header, SafeTensorInfo info, ScalarType? floatDType, Device? device)
-    {
-        long len = info.End - info.Begin;
-        if (len > Array.MaxLength)
-            throw new UnsupportedModelException($"{header.Path}: tensor '{info.Name}' is {len} bytes; tensors over {Array.MaxLength} bytes are not supported");
-        var buf = new byte[len];
-        fs.Seek(header.DataStart + info.Begin, SeekOrigin.Begin);
-        fs.ReadExactly(buf);
-        var st = DTypes[info.DType].Type;
-        var t = torch.empty(info.Shape, st);
-        if (len > 0) t.bytes = buf;
-        if (floatDType is ScalarType want && t.is_floating_point() && st != want)
-        {
-            var c = t.to_type(want);
-            t.Dispose();
-            t = c;
-        }
-        if (device != null && device.type != DeviceType.CPU)
-        {
-            var moved = t.to(device);
-            t.Dispose();
-            t = moved;
-        }
-        return t;
     }
 
     /// <summary>
