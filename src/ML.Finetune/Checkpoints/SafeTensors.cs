@@ -11,6 +11,12 @@ public sealed record SafeTensorInfo(string Name, string DType, long[] Shape, lon
     public long NumElements => Shape.Aggregate(1L, (a, b) => a * b);
 }
 
+/// <summary>A tensor to write: its name, header dtype string (F32, BF16, ...) and shape.</summary>
+public sealed record SafeTensorEntry(string Name, string DType, long[] Shape)
+{
+    public long ByteLength => Shape.Aggregate(1L, (a, b) => a * b) * SafeTensors.ElementSize(DType);
+}
+
 /// <summary>A validated safetensors header: tensors, optional metadata and where the data region starts.</summary>
 public sealed record SafeTensorsHeader(
     string Path, IReadOnlyDictionary<string, SafeTensorInfo> Tensors, IReadOnlyDictionary<string, string> Metadata, long DataStart);
@@ -183,18 +189,31 @@ public static class SafeTensors
     /// </summary>
     public static void Save(string path, IReadOnlyDictionary<string, Tensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
-        var names = tensors.Keys.OrderBy(k => k, StringComparer.Ordinal).ToList();
+        var entries = tensors.Select(kv => new SafeTensorEntry(kv.Key,
+            DTypes.FirstOrDefault(d => d.Value.Type == kv.Value.dtype).Key
+                ?? throw new NotSupportedException($"{path}: tensor '{kv.Key}' has dtype {kv.Value.dtype}, which safetensors writing does not support"),
+            kv.Value.shape)).ToList();
+        Write(path, entries, (e, stream) => WriteData(stream, tensors[e.Name]), metadata);
+    }
+
+    /// <summary>
+    /// Streams a safetensors file: the header from <paramref name="entries"/> (sorted by name), then each entry's data
+    /// from <paramref name="writeData"/>, which must write exactly <see cref="SafeTensorEntry.ByteLength"/> bytes.
+    /// Atomic like <see cref="Save"/>. Lets a caller write files larger than memory, tensor by tensor.
+    /// </summary>
+    public static void Write(string path, IReadOnlyList<SafeTensorEntry> entries, Action<SafeTensorEntry, Stream> writeData,
+        IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var sorted = entries.OrderBy(e => e.Name, StringComparer.Ordinal).ToList();
         var header = new Dictionary<string, object>(StringComparer.Ordinal);
         if (metadata is { Count: > 0 }) header["__metadata__"] = metadata.ToDictionary(k => k.Key, k => k.Value);
         long offset = 0;
-        foreach (var n in names)
+        foreach (var e in sorted)
         {
-            var t = tensors[n];
-            string dtype = DTypes.FirstOrDefault(kv => kv.Value.Type == t.dtype).Key
-                ?? throw new NotSupportedException($"{path}: tensor '{n}' has dtype {t.dtype}, which safetensors writing does not support");
-            long size = t.numel() * DTypes[dtype].Size;
-            header[n] = new { dtype, shape = t.shape, data_offsets = new[] { offset, offset + size } };
-            offset += size;
+            if (!DTypes.ContainsKey(e.DType)) throw new NotSupportedException($"{path}: tensor '{e.Name}' has unknown dtype '{e.DType}'");
+            if (!header.TryAdd(e.Name, new { dtype = e.DType, shape = e.Shape, data_offsets = new[] { offset, offset + e.ByteLength } }))
+                throw new ArgumentException($"{path}: tensor '{e.Name}' is given twice");
+            offset += e.ByteLength;
         }
         var json = JsonSerializer.SerializeToUtf8Bytes(header);
         int pad = (8 - json.Length % 8) % 8; // align the data region to 8 bytes, padding with spaces as the spec allows
@@ -206,15 +225,16 @@ public static class SafeTensors
         string tmp = AtomicFile.TempPathFor(full);
         try
         {
-            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write))
+            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, bufferSize: 1 << 20))
             {
                 fs.Write(BitConverter.GetBytes((ulong)headerBytes.Length));
                 fs.Write(headerBytes);
-                foreach (var n in names)
+                foreach (var e in sorted)
                 {
-                    using var scope = torch.NewDisposeScope();
-                    var t = tensors[n].detach().cpu().contiguous();
-                    if (t.numel() > 0) fs.Write(t.bytes);
+                    long before = fs.Position;
+                    writeData(e, fs);
+                    if (fs.Position - before != e.ByteLength)
+                        throw new InvalidOperationException($"{path}: tensor '{e.Name}' needs {e.ByteLength} bytes, {fs.Position - before} were written");
                 }
                 fs.Flush(true);
             }
@@ -224,6 +244,16 @@ public static class SafeTensors
         {
             if (File.Exists(tmp)) File.Delete(tmp);
         }
+    }
+
+    /// <summary>The raw little-endian bytes of a tensor (any size: written in chunks below 2 GB).</summary>
+    public static void WriteData(Stream stream, Tensor tensor)
+    {
+        using var scope = torch.NewDisposeScope();
+        var flat = tensor.detach().cpu().contiguous().reshape(-1);
+        long chunk = (1L << 30) / flat.element_size();
+        for (long i = 0; i < flat.numel(); i += chunk)
+            stream.Write(flat.narrow(0, i, Math.Min(chunk, flat.numel() - i)).bytes);
     }
 
     /// <summary>

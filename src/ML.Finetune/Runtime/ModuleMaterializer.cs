@@ -9,9 +9,9 @@ namespace ML.Finetune.Runtime;
 /// Gives every parameter of a module tree built on the meta device (<see cref="MetaConstruction"/>) real storage,
 /// PyTorch's <c>Module.to_empty</c> with a filler: <c>make(name, metaParameter)</c> returns the tensor the parameter
 /// becomes (right shape, dtype and device, filled or not). A meta tensor cannot be moved or copied, and libtorch
-/// refuses <c>set_</c> across devices, so each Parameter object is replaced, wherever the module holds it, the way
-/// TorchSharp's own <c>Module.to</c> does: a public property of that name (TorchSharp's nn modules, whose setters
-/// also update the native module), otherwise the registration plus every field that references the old object.
+/// refuses <c>set_</c> across devices, so each Parameter object is replaced wherever the module holds it, as
+/// TorchSharp's own <c>Module.to</c> does: in the registration, in every field that references it, and for a native
+/// module (whose weight lives in C++) through its property setter.
 /// </summary>
 public static class ModuleMaterializer
 {
@@ -51,16 +51,23 @@ public static class ModuleMaterializer
 
     static void Replace(nn.Module module, string name, Parameter old, Parameter fresh)
     {
+        // A parameter held in a field (our modules, TorchSharp's managed ones such as LayerNorm and Linear) is
+        // replaced in the field and the registration; TorchSharp's setters are not used there, as some dispose what
+        // they replace (a parameter another module may share) or what the field holds. A parameter held by no field
+        // lives in a native module (nn.Embedding): only its property setter reaches the C++ side.
         var type = module.GetType();
-        var property = type.GetProperty(name, BindingFlags.Instance | BindingFlags.Public);
-        if (property is { CanWrite: true } && property.PropertyType.IsAssignableFrom(typeof(Parameter)))
-            property.SetValue(module, fresh);
-        else
-            Register.Invoke(module, [name, fresh]);
+        bool inField = false;
         for (var t = type; t != null && t != typeof(object); t = t.BaseType)
             foreach (var f in t.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.DeclaredOnly))
                 if (f.FieldType.IsAssignableFrom(typeof(Parameter)) && ReferenceEquals(f.GetValue(module), old))
+                {
                     f.SetValue(module, fresh);
+                    inField = true;
+                }
+        var property = type.GetProperty(name, BindingFlags.Instance | BindingFlags.Public);
+        if (!inField && property is { CanWrite: true } && property.PropertyType.IsAssignableFrom(typeof(Parameter)))
+            property.SetValue(module, fresh);
+        Register.Invoke(module, [name, fresh]);
         var registered = module.named_parameters(recurse: false).FirstOrDefault(p => p.name == name).parameter;
         if (registered is null || registered.Handle != fresh.Handle)
             throw new InvalidOperationException($"could not replace parameter '{name}' of {type.Name}");
