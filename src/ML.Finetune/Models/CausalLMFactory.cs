@@ -15,12 +15,15 @@ public sealed class ModelLoadOptions
     /// <summary>Opt-in for pickle weights; even then we refuse with a "not implemented" message.</summary>
     public bool AllowPickle { get; init; }
     /// <summary>
-    /// On the CPU, parameters stored in <see cref="DType"/> are the memory-mapped file itself instead of a copy
-    /// (copy-on-write: in-place writes get private pages, the file never changes). For a frozen base (LoRA, prompt,
-    /// prefix): loading reads nothing up front, and the weights are page cache that the kernel can drop and re-read
-    /// under memory pressure. The files must not be truncated or rewritten in place while the model lives.
+    /// True (default): on the CPU, a parameter stored in <see cref="DType"/> (not transposed, aligned) is the
+    /// memory-mapped file itself rather than a copy, as transformers/safetensors do: loading reads nothing up front,
+    /// the pages are shared with the page cache, are read when first used, and can be dropped and re-read under memory
+    /// pressure. The mapping is copy-on-write: a weight written in place (full finetuning) gets private pages and the
+    /// file never changes. The files must not be truncated or rewritten in place while the model lives (replacing
+    /// them with a new file, as downloads and <see cref="CausalLMFactory.SavePretrained"/> do, is fine).
+    /// False: every parameter is a copy.
     /// </summary>
-    public bool MapWeights { get; init; }
+    public bool MapWeights { get; init; } = true;
 }
 
 /// <summary>Creates, loads and saves causal LMs in the Hugging Face folder layout.</summary>
@@ -55,7 +58,8 @@ public static class CausalLMFactory
     /// dtype checks. Lean: the modules are built on the meta device (<see cref="MetaConstruction"/>), every header is
     /// checked before a tensor byte is read, and each parameter is then created in <see cref="ModelLoadOptions.DType"/>
     /// on <see cref="ModelLoadOptions.Device"/> and filled from the memory-mapped file (converted and, for GPT-2's
-    /// Conv1D, transposed on the way), so peak memory is the model in its target dtype plus one 64 MB window.
+    /// Conv1D, transposed on the way), so peak memory is the model in its target dtype plus one 64 MB window; or, where
+    /// nothing needs converting, is the mapped file itself (<see cref="ModelLoadOptions.MapWeights"/>).
     /// </summary>
     public static CausalLM LoadPretrained(string folder, ModelLoadOptions? options = null)
     {

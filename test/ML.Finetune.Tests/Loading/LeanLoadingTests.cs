@@ -13,25 +13,27 @@ namespace ML.Finetune.Tests.Loading;
 /// </summary>
 public class LeanLoadingTests
 {
-    public static TheoryData<string, string, string, int> DTypePaths()
+    /// <summary>Same stored and target dtype: mapped (the default) and copied; otherwise always converted copies.</summary>
+    public static TheoryData<string, string, string, int, bool> DTypePaths()
     {
-        var d = new TheoryData<string, string, string, int>();
+        var d = new TheoryData<string, string, string, int, bool>();
         foreach (var model in new[] { "tiny-gpt2", "tiny-llama", "tiny-qwen2" })
             foreach (var (stored, target) in new[] { ("F32", "F32"), ("BF16", "BF16"), ("F32", "BF16"), ("BF16", "F32"), ("F16", "BF16") })
                 foreach (var shards in new[] { 1, 3 })
-                    d.Add(model, stored, target, shards);
+                    foreach (var map in stored == target ? new[] { true, false } : [true])
+                        d.Add(model, stored, target, shards, map);
         return d;
     }
 
     static ScalarType Type(string s) => SafeTensors.ScalarTypeOf(s);
 
     [Theory, MemberData(nameof(DTypePaths))]
-    public void EveryDTypePath_GivesTheOldLoadersParameters_BitForBit(string model, string stored, string target, int shards)
+    public void EveryDTypePath_GivesTheOldLoadersParameters_BitForBit(string model, string stored, string target, int shards, bool map)
     {
         using var scope = NewDisposeScope();
         string dir = CheckpointVariants.Rewrite(model, Type(stored), shards);
         var reference = CheckpointVariants.ReferenceLoad(dir, Type(target));
-        using var m = CausalLMFactory.LoadPretrained(dir, new ModelLoadOptions { DType = Type(target) });
+        using var m = CausalLMFactory.LoadPretrained(dir, new ModelLoadOptions { DType = Type(target), MapWeights = map });
         var loaded = m.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         Assert.Equal(reference.Keys.Order(), loaded.Keys.Order());
         foreach (var (name, p) in loaded)
@@ -70,7 +72,7 @@ public class LeanLoadingTests
         var files = CausalLMFactory.WeightFiles(dir);
         var before = files.Select(File.ReadAllBytes).ToList();
         int owners = NativeTensors.LiveOwners;
-        var m = CausalLMFactory.LoadPretrained(dir, new ModelLoadOptions { DType = ScalarType.BFloat16, MapWeights = true });
+        var m = CausalLMFactory.LoadPretrained(dir, new ModelLoadOptions { DType = ScalarType.BFloat16 }); // mapped by default
         int parameters = m.parameters().Count();
         Assert.Equal(owners + parameters, NativeTensors.LiveOwners); // every parameter is a mapped view, no copy
         using (NewDisposeScope())
@@ -88,7 +90,7 @@ public class LeanLoadingTests
     }
 
     [Fact]
-    public void MapWeights_CopiesWhatNeedsConverting()
+    public void MapWeights_CopiesWhatNeedsConvertingOrIsOff()
     {
         string dir = CheckpointVariants.Rewrite("tiny-gpt2", ScalarType.Float32, 1);
         int owners = NativeTensors.LiveOwners;
@@ -96,6 +98,10 @@ public class LeanLoadingTests
         // GPT-2's Conv1D weights are stored transposed: 4 per layer are copies, everything else is mapped.
         int transposed = m.named_parameters().Count(p => Gpt2LMHeadModel.IsConv1DWeight(p.name));
         Assert.Equal(8, transposed);
+        Assert.Equal(owners + m.parameters().Count() - transposed, NativeTensors.LiveOwners);
+        using var copied = CausalLMFactory.LoadPretrained(dir, new ModelLoadOptions { DType = ScalarType.Float32, MapWeights = false });
+        Assert.Equal(owners + m.parameters().Count() - transposed, NativeTensors.LiveOwners);
+        using var bf16 = CausalLMFactory.LoadPretrained(dir, new ModelLoadOptions { DType = ScalarType.BFloat16 });
         Assert.Equal(owners + m.parameters().Count() - transposed, NativeTensors.LiveOwners);
     }
 }
