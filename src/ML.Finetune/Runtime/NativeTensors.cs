@@ -37,8 +37,15 @@ internal static unsafe class NativeTensors
         catch { Owners.TryRemove((IntPtr)data, out _); throw; }
     }
 
-    /// <summary>How many owned blocks are still referenced by live tensors (tests).</summary>
-    internal static int LiveOwners => Owners.Count;
+    /// <summary>The owner of the memory under <paramref name="t"/> (a CPU tensor starting at it), or null (tests).</summary>
+    internal static IDisposable? OwnerOf(Tensor t)
+    {
+        if (t.device_type != DeviceType.CPU || t.numel() == 0) return null;
+        fixed (byte* p = t.bytes) return Owners.TryGetValue((IntPtr)p, out var owner) ? owner : null;
+    }
+
+    /// <summary>Whether <paramref name="owner"/> still backs a live tensor (tests).</summary>
+    internal static bool IsLive(IDisposable owner) => Owners.Values.Any(o => ReferenceEquals(o, owner));
 
     static Tensor Create(IntPtr data, ReadOnlySpan<long> shape, ScalarType type, delegate* unmanaged[Cdecl]<IntPtr, void> deleter)
     {
