@@ -26,6 +26,10 @@ if (args.Length > 0 && args[0] == "--child")
 if (args.Length > 0 && args[0] == "--tokenizer") return TokenizerBench.Run(args);
 if (args.Length > 0 && args[0] == "--data-parallel") return DataParallelProbe.Parent(args);
 if (args.Length > 1 && args[0] == "--dp-child") return DataParallelProbe.ChildRun(args[1]); // one rank (or alone), started by --data-parallel
+if (args.Length > 0 && args[0] == "--load-child")
+    return LoadBench.ChildMain(args[1], args[2], args[3] == "map", args[4] == "cold", int.Parse(args[5]));
+if (args.Length > 0 && args[0] == "--write-models") { LoadBench.WriteModels(LoadBench.Parse(args)); return 0; }
+if (args.Length > 0 && args[0] == "--load-bench") { LoadBench.Run(LoadBench.Parse(args)); return 0; }
 if (args.Length > 0 && args[0] == "--matmul-probe") { MatmulProbe.Run(2); return 0; }
 if (args.Length > 0 && args[0] == "--rss-probe") { RssProbe.Run(2, args.Length > 1 ? int.Parse(args[1]) : 2000); return 0; }
 if (args.Length > 0 && args[0] == "--kernel-probe") { KernelProbe.Run(2); return 0; }

@@ -11,6 +11,12 @@ public sealed record SafeTensorInfo(string Name, string DType, long[] Shape, lon
     public long NumElements => Shape.Aggregate(1L, (a, b) => a * b);
 }
 
+/// <summary>A tensor to write: its name, header dtype string (F32, BF16, ...) and shape.</summary>
+public sealed record SafeTensorEntry(string Name, string DType, long[] Shape)
+{
+    public long ByteLength => Shape.Aggregate(1L, (a, b) => a * b) * SafeTensors.ElementSize(DType);
+}
+
 /// <summary>A validated safetensors header: tensors, optional metadata and where the data region starts.</summary>
 public sealed record SafeTensorsHeader(
     string Path, IReadOnlyDictionary<string, SafeTensorInfo> Tensors, IReadOnlyDictionary<string, string> Metadata, long DataStart);
@@ -36,6 +42,15 @@ public static class SafeTensors
 
     public static IReadOnlyCollection<string> SupportedDTypes => DTypes.Keys;
 
+    /// <summary>The torch dtype of a header dtype string (one of <see cref="SupportedDTypes"/>).</summary>
+    public static ScalarType ScalarTypeOf(string dtype) => DTypes[dtype].Type;
+
+    /// <summary>Bytes per element of a header dtype string.</summary>
+    public static int ElementSize(string dtype) => DTypes[dtype].Size;
+
+    /// <summary>Whether a header dtype string is a floating type.</summary>
+    public static bool IsFloating(string dtype) => dtype is "F32" or "F16" or "BF16" or "F64";
+
     /// <summary>Reads and validates the header only.</summary>
     public static SafeTensorsHeader ReadHeader(string path)
     {
@@ -44,7 +59,7 @@ public static class SafeTensors
         return ReadHeader(fs, path);
     }
 
-    static SafeTensorsHeader ReadHeader(FileStream fs, string path)
+    internal static SafeTensorsHeader ReadHeader(FileStream fs, string path)
     {
         long fileLength = fs.Length;
         if (fileLength < 8) throw Bad(path, "(header length)", $"file is {fileLength} bytes, shorter than the 8-byte header length");
@@ -142,20 +157,22 @@ public static class SafeTensors
 
     /// <summary>
     /// Loads every tensor (or those accepted by <paramref name="filter"/>). Floating tensors are converted to
-    /// <paramref name="floatDType"/> when given; otherwise F16/BF16 are kept as stored.
+    /// <paramref name="floatDType"/> when given; otherwise F16/BF16 are kept as stored. Each tensor is read from the
+    /// memory-mapped file straight into its own storage (<see cref="SafeTensorsMapping"/>).
     /// </summary>
     public static Dictionary<string, Tensor> Load(string path, ScalarType? floatDType = null, Device? device = null, Func<string, bool>? filter = null)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"safetensors file not found: {path}", path);
-        using var fs = File.OpenRead(path);
-        var header = ReadHeader(fs, path);
+        using var file = SafeTensorsMapping.Open(path);
         var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         try
         {
-            foreach (var t in header.Tensors.Values.OrderBy(t => t.Begin))
+            foreach (var t in file.Header.Tensors.Values.OrderBy(t => t.Begin))
             {
                 if (filter != null && !filter(t.Name)) continue;
-                result[t.Name] = ReadTensor(fs, header, t, floatDType, device);
+                var type = floatDType is ScalarType want && IsFloating(t.DType) ? want : ScalarTypeOf(t.DType);
+                var tensor = torch.empty(t.Shape, type, device);
+                result[t.Name] = tensor;
+                file.CopyTo(t, tensor);
             }
         }
         catch
@@ -166,50 +183,37 @@ public static class SafeTensors
         return result;
     }
 
-    static Tensor ReadTensor(FileStream fs, SafeTensorsHeader header, SafeTensorInfo info, ScalarType? floatDType, Device? device)
-    {
-        long len = info.End - info.Begin;
-        if (len > Array.MaxLength)
-            throw new UnsupportedModelException($"{header.Path}: tensor '{info.Name}' is {len} bytes; tensors over {Array.MaxLength} bytes are not supported");
-        var buf = new byte[len];
-        fs.Seek(header.DataStart + info.Begin, SeekOrigin.Begin);
-        fs.ReadExactly(buf);
-        var st = DTypes[info.DType].Type;
-        var t = torch.empty(info.Shape, st);
-        if (len > 0) t.bytes = buf;
-        if (floatDType is ScalarType want && t.is_floating_point() && st != want)
-        {
-            var c = t.to_type(want);
-            t.Dispose();
-            t = c;
-        }
-        if (device != null && device.type != DeviceType.CPU)
-        {
-            var moved = t.to(device);
-            t.Dispose();
-            t = moved;
-        }
-        return t;
-    }
-
     /// <summary>
     /// Writes tensors with sorted keys, contiguous little-endian data and optional string metadata.
     /// Written to a temporary file in the same folder and then renamed, so readers never see a half-written file.
     /// </summary>
     public static void Save(string path, IReadOnlyDictionary<string, Tensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
-        var names = tensors.Keys.OrderBy(k => k, StringComparer.Ordinal).ToList();
+        var entries = tensors.Select(kv => new SafeTensorEntry(kv.Key,
+            DTypes.FirstOrDefault(d => d.Value.Type == kv.Value.dtype).Key
+                ?? throw new NotSupportedException($"{path}: tensor '{kv.Key}' has dtype {kv.Value.dtype}, which safetensors writing does not support"),
+            kv.Value.shape)).ToList();
+        Write(path, entries, (e, stream) => WriteData(stream, tensors[e.Name]), metadata);
+    }
+
+    /// <summary>
+    /// Streams a safetensors file: the header from <paramref name="entries"/> (sorted by name), then each entry's data
+    /// from <paramref name="writeData"/>, which must write exactly <see cref="SafeTensorEntry.ByteLength"/> bytes.
+    /// Atomic like <see cref="Save"/>. Lets a caller write files larger than memory, tensor by tensor.
+    /// </summary>
+    public static void Write(string path, IReadOnlyList<SafeTensorEntry> entries, Action<SafeTensorEntry, Stream> writeData,
+        IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var sorted = entries.OrderBy(e => e.Name, StringComparer.Ordinal).ToList();
         var header = new Dictionary<string, object>(StringComparer.Ordinal);
         if (metadata is { Count: > 0 }) header["__metadata__"] = metadata.ToDictionary(k => k.Key, k => k.Value);
         long offset = 0;
-        foreach (var n in names)
+        foreach (var e in sorted)
         {
-            var t = tensors[n];
-            string dtype = DTypes.FirstOrDefault(kv => kv.Value.Type == t.dtype).Key
-                ?? throw new NotSupportedException($"{path}: tensor '{n}' has dtype {t.dtype}, which safetensors writing does not support");
-            long size = t.numel() * DTypes[dtype].Size;
-            header[n] = new { dtype, shape = t.shape, data_offsets = new[] { offset, offset + size } };
-            offset += size;
+            if (!DTypes.ContainsKey(e.DType)) throw new NotSupportedException($"{path}: tensor '{e.Name}' has unknown dtype '{e.DType}'");
+            if (!header.TryAdd(e.Name, new { dtype = e.DType, shape = e.Shape, data_offsets = new[] { offset, offset + e.ByteLength } }))
+                throw new ArgumentException($"{path}: tensor '{e.Name}' is given twice");
+            offset += e.ByteLength;
         }
         var json = JsonSerializer.SerializeToUtf8Bytes(header);
         int pad = (8 - json.Length % 8) % 8; // align the data region to 8 bytes, padding with spaces as the spec allows
@@ -221,15 +225,16 @@ public static class SafeTensors
         string tmp = AtomicFile.TempPathFor(full);
         try
         {
-            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write))
+            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, bufferSize: 1 << 20))
             {
                 fs.Write(BitConverter.GetBytes((ulong)headerBytes.Length));
                 fs.Write(headerBytes);
-                foreach (var n in names)
+                foreach (var e in sorted)
                 {
-                    using var scope = torch.NewDisposeScope();
-                    var t = tensors[n].detach().cpu().contiguous();
-                    if (t.numel() > 0) fs.Write(t.bytes);
+                    long before = fs.Position;
+                    writeData(e, fs);
+                    if (fs.Position - before != e.ByteLength)
+                        throw new InvalidOperationException($"{path}: tensor '{e.Name}' needs {e.ByteLength} bytes, {fs.Position - before} were written");
                 }
                 fs.Flush(true);
             }
@@ -239,6 +244,16 @@ public static class SafeTensors
         {
             if (File.Exists(tmp)) File.Delete(tmp);
         }
+    }
+
+    /// <summary>The raw little-endian bytes of a tensor (any size: written in chunks below 2 GB).</summary>
+    public static void WriteData(Stream stream, Tensor tensor)
+    {
+        using var scope = torch.NewDisposeScope();
+        var flat = tensor.detach().cpu().contiguous().reshape(-1);
+        long chunk = (1L << 30) / flat.element_size();
+        for (long i = 0; i < flat.numel(); i += chunk)
+            stream.Write(flat.narrow(0, i, Math.Min(chunk, flat.numel() - i)).bytes);
     }
 
     /// <summary>

@@ -2,6 +2,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using ML.Finetune.Models;
+using ML.Finetune.Runtime;
 using ML.Finetune.Persistence;
 using ML.Finetune.Tokenization;
 using ML.Finetune.Training;
@@ -79,7 +80,9 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
             torch.set_num_threads(threads);
         }
         var device = ResolveDevice();
-        var dtype = o.DType == FinetuneDType.BFloat16 ? ScalarType.BFloat16 : ScalarType.Float32;
+        var dtypeChoice = AutoDType.Resolve(o.DType, device);
+        HostAccess.Info(Host, $"compute dtype {dtypeChoice.DType}: {dtypeChoice.Reason}");
+        var dtype = dtypeChoice.DType;
         var config = CausalLMConfig.Load(o.BaseModelPath);
         var tokenizer = CausalLMTokenizer.FromFolder(o.BaseModelPath);
         tokenizer.ValidateAgainstModel(config.VocabSize);
@@ -123,7 +126,7 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
             var history = trainer.Train(model, method, train, validation, references);
             foreach (var (_, p) in method.TrainableParameters) p.requires_grad = false;
             var baseFiles = method.Name == FullFinetuneMethod.MethodName ? FinetuneTransformer.ReadBaseFiles(o.BaseModelPath) : new Dictionary<string, byte[]>();
-            return new FinetuneTransformer(Env, model, tokenizer, method, FinetuneTransformerSettings.From(o), history,
+            return new FinetuneTransformer(Env, model, tokenizer, method, FinetuneTransformerSettings.From(o) with { DType = dtypeChoice.Option }, history,
                 BaseModelReference.Of(o.BaseModelPath), baseFiles);
         }
         catch

@@ -4,7 +4,8 @@ using ML.Finetune.Training;
 namespace ML.Finetune.Estimators;
 
 public enum FinetuneDevice { Auto, Cpu, Cuda }
-public enum FinetuneDType { Float32, BFloat16 }
+/// <summary>Compute dtype. Values are saved with fitted models; Auto is resolved at Fit and saved as what it chose.</summary>
+public enum FinetuneDType { Float32 = 0, BFloat16 = 1, Auto = 2 }
 
 /// <summary>How the fitted transformer generates text (GeneratedText column).</summary>
 public sealed class FinetuneGenerationOptions
@@ -83,11 +84,12 @@ public abstract class FinetuneOptions
     /// <summary>Auto follows MLContext.GpuDeviceId (null = CPU) and MLContext.FallbackToCpu.</summary>
     public FinetuneDevice Device = FinetuneDevice.Auto;
     /// <summary>
-    /// Compute dtype. BFloat16 (fast on CPUs with AVX-512 bf16) casts the base weights to bf16 once; LoRA, prompt and
-    /// prefix parameters stay float32, and full finetuning updates float32 master copies that the optimizer rounds
-    /// into the bf16 weights (so small updates accumulate); logits and the loss are float32.
+    /// Compute dtype. Auto (default): BFloat16 on CUDA and on CPUs with AVX512_BF16 or AMX-BF16, Float32 elsewhere
+    /// (bf16 without that hardware is several times slower; see Runtime.AutoDType). BFloat16 keeps the base weights in
+    /// bf16; LoRA, prompt and prefix parameters stay float32, and full finetuning updates float32 master copies that
+    /// the optimizer rounds into the bf16 weights (so small updates accumulate); logits and the loss are float32.
     /// </summary>
-    public FinetuneDType DType = FinetuneDType.Float32;
+    public FinetuneDType DType = FinetuneDType.Auto;
     public FinetuneGenerationOptions Generation = new();
 }
 

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using ML.Finetune.Checkpoints;
+using ML.Finetune.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -13,6 +14,16 @@ public sealed class ModelLoadOptions
     public ScalarType DType { get; init; } = ScalarType.Float32;
     /// <summary>Opt-in for pickle weights; even then we refuse with a "not implemented" message.</summary>
     public bool AllowPickle { get; init; }
+    /// <summary>
+    /// True (default): on the CPU, a parameter stored in <see cref="DType"/> (not transposed, aligned) is the
+    /// memory-mapped file itself rather than a copy, as transformers/safetensors do: loading reads nothing up front,
+    /// the pages are shared with the page cache, are read when first used, and can be dropped and re-read under memory
+    /// pressure. The mapping is copy-on-write: a weight written in place (full finetuning) gets private pages and the
+    /// file never changes. The files must not be truncated or rewritten in place while the model lives (replacing
+    /// them with a new file, as downloads and <see cref="CausalLMFactory.SavePretrained"/> do, is fine).
+    /// False: every parameter is a copy.
+    /// </summary>
+    public bool MapWeights { get; init; } = true;
 }
 
 /// <summary>Creates, loads and saves causal LMs in the Hugging Face folder layout.</summary>
@@ -53,54 +64,45 @@ public static class CausalLMFactory
         return Finish(model, dtype, device);
     }
 
-    /// <summary>Loads config.json + model.safetensors (or shards with an index) with strict name and shape checks.</summary>
+    /// <summary>
+    /// Loads config.json + model.safetensors (or shards with model.safetensors.index.json) with strict name, shape and
+    /// dtype checks. Lean: the modules are built on the meta device (<see cref="MetaConstruction"/>), every header is
+    /// checked before a tensor byte is read, and each parameter is then created in <see cref="ModelLoadOptions.DType"/>
+    /// on <see cref="ModelLoadOptions.Device"/> and filled from the memory-mapped file (converted and, for GPT-2's
+    /// Conv1D, transposed on the way), so peak memory is the model in its target dtype plus one 64 MB window; or, where
+    /// nothing needs converting, is the mapped file itself (<see cref="ModelLoadOptions.MapWeights"/>).
+    /// </summary>
     public static CausalLM LoadPretrained(string folder, ModelLoadOptions? options = null)
     {
         options ??= new ModelLoadOptions();
         if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"model folder not found: {folder}");
         var config = CausalLMConfig.Load(folder);
-        var files = WeightFiles(folder, options.AllowPickle);
-        var model = Create(config);
-        var expected = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
-        var seen = new HashSet<string>();
-        using (torch.no_grad())
+        var (files, index, weightMap) = ResolveWeights(folder, options.AllowPickle);
+        using var checkpoint = PretrainedCheckpoint.Open(files, index, weightMap);
+        var model = MetaConstruction.Build(() => Create(config));
+        try
         {
-            foreach (var file in files)
-            {
-                var header = SafeTensors.ReadHeader(file);
-                foreach (var key in header.Tensors.Keys)
-                {
-                    if (expected.ContainsKey(key)) continue;
-                    if (config.IsGpt2 && Gpt2LMHeadModel.IsIgnoredKey(key)) continue;
-                    if (config.TieWordEmbeddings && key == "lm_head.weight") continue; // tied: the file's copy is redundant
-                    throw new CheckpointFormatException($"{file}: tensor '{key}' is unexpected for a {config.ModelType} model with this config") { FilePath = file };
-                }
-                var loaded = SafeTensors.Load(file, filter: expected.ContainsKey);
-                try
-                {
-                    foreach (var (key, t) in loaded)
-                    {
-                        var p = expected[key];
-                        var src = config.IsGpt2 && Gpt2LMHeadModel.IsConv1DWeight(key) && t.dim() == 2 ? t.t() : t;
-                        if (!src.shape.SequenceEqual(p.shape))
-                            throw new CheckpointFormatException(
-                                $"{file}: tensor '{key}' has shape [{string.Join(",", t.shape)}] but the config expects " +
-                                $"[{string.Join(",", config.IsGpt2 && Gpt2LMHeadModel.IsConv1DWeight(key) ? p.shape.Reverse() : p.shape)}]") { FilePath = file };
-                        if (!src.is_floating_point())
-                            throw new CheckpointFormatException($"{file}: tensor '{key}' has non-floating dtype {t.dtype}") { FilePath = file };
-                        if (!seen.Add(key)) throw new CheckpointFormatException($"{file}: tensor '{key}' appears in more than one shard") { FilePath = file };
-                        p.copy_(src);
-                    }
-                }
-                finally { foreach (var t in loaded.Values) t.Dispose(); }
-            }
+            var expected = model.named_parameters().ToDictionary(p => p.name, p => p.parameter.shape);
+            var sources = checkpoint.Match(expected, new Layout(config));
+            ModuleMaterializer.Materialize(model, (name, _) => PretrainedCheckpoint.Read(sources[name], options.DType, options.Device, options.MapWeights));
+            model.eval();
+            return model;
         }
-        var missing = expected.Keys.Where(k => !seen.Contains(k)).ToList();
-        if (missing.Count > 0)
-            throw new CheckpointFormatException(
-                $"{string.Join(", ", files)}: missing tensor(s) {string.Join(", ", missing.Take(5).Select(m => $"'{m}' [{string.Join(",", expected[m].shape)}]"))}" +
-                (missing.Count > 5 ? $" and {missing.Count - 5} more" : "")) { FilePath = files[0] };
-        return Finish(model, options.DType, options.Device);
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Which checkpoint keys are stored transposed or carry nothing the model uses.</summary>
+    sealed class Layout(CausalLMConfig config) : ICheckpointLayout
+    {
+        public string ModelType => config.ModelType;
+        public bool IsTransposed(string key) => config.IsGpt2 && Gpt2LMHeadModel.IsConv1DWeight(key);
+        public bool IsIgnored(string key) =>
+            (config.IsGpt2 && Gpt2LMHeadModel.IsIgnoredKey(key)) ||
+            (config.TieWordEmbeddings && key == "lm_head.weight"); // tied: the file's copy is redundant
     }
 
     static CausalLM Finish(CausalLM model, ScalarType dtype, Device? device)
@@ -112,37 +114,45 @@ public static class CausalLMFactory
     }
 
     /// <summary>The safetensors files of a folder; refuses pickle and names what is missing.</summary>
-    public static IReadOnlyList<string> WeightFiles(string folder, bool allowPickle = false)
+    public static IReadOnlyList<string> WeightFiles(string folder, bool allowPickle = false) => ResolveWeights(folder, allowPickle).Files;
+
+    static (IReadOnlyList<string> Files, string? Index, IReadOnlyDictionary<string, string>? WeightMap) ResolveWeights(string folder, bool allowPickle)
     {
         string single = Path.Combine(folder, WeightsFile);
-        if (File.Exists(single)) return [single];
+        if (File.Exists(single)) return ([single], null, null);
         string index = Path.Combine(folder, IndexFile);
-        if (File.Exists(index)) return ShardsFromIndex(folder, index);
+        if (File.Exists(index))
+        {
+            var map = ReadIndex(index);
+            var paths = map.Values.Distinct().Order(StringComparer.Ordinal).Select(s => Path.Combine(folder, s)).ToList();
+            foreach (var p in paths) if (!File.Exists(p)) throw new FileNotFoundException($"shard listed in {index} not found: {p}", p);
+            return (paths, index, map);
+        }
         var pickle = Directory.EnumerateFiles(folder).FirstOrDefault(SafeTensors.IsPickleFile);
         if (pickle != null) SafeTensors.ThrowForPickle(pickle, allowPickle);
         throw new FileNotFoundException($"no weights found: expected {single} or {index}", single);
     }
 
-    static IReadOnlyList<string> ShardsFromIndex(string folder, string index)
+    /// <summary>weight_map of a shard index: tensor name → shard file name (a plain file name in the folder).</summary>
+    static Dictionary<string, string> ReadIndex(string index)
     {
         try
         {
             using var doc = JsonDocument.Parse(File.ReadAllText(index));
-            if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+            if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
                 throw new CheckpointFormatException($"{index}: field 'weight_map' is missing or not an object") { FilePath = index };
-            var shards = new SortedSet<string>(StringComparer.Ordinal);
+            var shards = new Dictionary<string, string>(StringComparer.Ordinal);
             foreach (var e in map.EnumerateObject())
             {
                 string? f = e.Value.ValueKind == JsonValueKind.String ? e.Value.GetString() : null;
                 // Shard names must be plain file names inside the folder (no path traversal).
                 if (string.IsNullOrEmpty(f) || f != Path.GetFileName(f) || !f.EndsWith(".safetensors"))
                     throw new CheckpointFormatException($"{index}: field 'weight_map.{e.Name}' must name a .safetensors file in the folder") { FilePath = index };
-                shards.Add(f);
+                if (!shards.TryAdd(e.Name, f))
+                    throw new CheckpointFormatException($"{index}: field 'weight_map.{e.Name}' appears twice") { FilePath = index };
             }
-            var paths = shards.Select(s => Path.Combine(folder, s)).ToList();
-            foreach (var p in paths) if (!File.Exists(p)) throw new FileNotFoundException($"shard listed in {index} not found: {p}", p);
-            if (paths.Count == 0) throw new CheckpointFormatException($"{index}: field 'weight_map' is empty") { FilePath = index };
-            return paths;
+            if (shards.Count == 0) throw new CheckpointFormatException($"{index}: field 'weight_map' is empty") { FilePath = index };
+            return shards;
         }
         catch (JsonException e) { throw new CheckpointFormatException($"{index}: field '(root)': not valid JSON: {e.Message}", e) { FilePath = index }; }
     }

@@ -8,6 +8,7 @@ using ML.Finetune.Data;
 using ML.Finetune.Estimators;
 using ML.Finetune.Generation;
 using ML.Finetune.Models;
+using ML.Finetune.Runtime;
 using ML.Finetune.Persistence;
 using ML.Finetune.Runtime;
 using ML.Finetune.Tokenization;
@@ -307,7 +308,7 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
         var tensors = BytesToTensors(r.ReadEntry("weights.safetensors"));
         var baseFiles = manifest.BaseFiles.ToDictionary(f => f, f => r.ReadEntry("base/" + f));
         var method = FinetuneMethodFactory.Create(manifest.Method, methodJson);
-        var dtype = settings.DType == FinetuneDType.BFloat16 ? ScalarType.BFloat16 : ScalarType.Float32;
+        var dtype = AutoDType.Resolve(settings.DType, null).DType; // saved resolved; Auto only from hand-made settings
         CausalLM model; CausalLMTokenizer tokenizer;
         if (baseFiles.Count > 0)
         {

@@ -59,8 +59,8 @@ public class LoraEstimatorTests
         var lora = Assert.IsType<LoraMethod>(model.Method);
         Assert.Equal(6, lora.Targets.Count);
         Assert.True(lora.Summary!.Fraction < 0.05, lora.Summary.ToString());
-        // The base weights did not move.
-        using (var fresh = CausalLMFactory.LoadPretrained(BaseFolder))
+        // The base weights did not move (compared in the dtype DType = Auto chose on this machine).
+        using (var fresh = CausalLMFactory.LoadPretrained(BaseFolder, new ModelLoadOptions { DType = model.Model.ComputeDType }))
         {
             var trained = model.Model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
             foreach (var (name, p) in fresh.named_parameters()) Assert.Equal(0.0, Fixtures.MaxAbsDiff(p, trained[name]));
@@ -86,7 +86,7 @@ public class LoraEstimatorTests
             // The trained adapter exports to PEFT and scores identically when imported onto a fresh base.
             string peft = Path.Combine(dir, "peft");
             PeftLoraIO.Export(model, peft);
-            using var fresh = CausalLMFactory.LoadPretrained(BaseFolder);
+            using var fresh = CausalLMFactory.LoadPretrained(BaseFolder, new ModelLoadOptions { DType = model.Model.ComputeDType });
             var imported = PeftLoraIO.Import(fresh, peft);
             var ids = TorchSharp.torch.tensor(new long[] { 1, 2, 3, 4, 5, 6 }).unsqueeze(0);
             var mask = TorchSharp.torch.ones_like(ids);
