@@ -81,6 +81,12 @@ public static class CliDefinition
         Description = "no progress (default: a bar on a terminal, a line every ~10% of the steps when the output is redirected)",
     };
 
+    public static readonly string[] DTypeNames = ["auto", "float32", "bfloat16"];
+
+    /// <summary>--dtype: the compute dtype (auto = bf16 on CUDA and CPUs with bf16 instructions, float32 elsewhere).</summary>
+    public static Option<string> DTypeOption() => ChoiceOption("--dtype", DTypeNames, required: false,
+        "compute dtype: auto picks bfloat16 on CUDA and on CPUs with AVX512-BF16/AMX, float32 elsewhere (see `info`)", "auto");
+
     public static Option<int?> MaxLengthOption() => OptionalIntOption("--max-length", 2,
         "maximum tokens of prompt + completion + eos; longer prompts are cut from the left, a completion that does not fit is an error; " +
         "default and maximum: the model's context (max_position_embeddings)");

@@ -12,7 +12,8 @@ namespace ML.Finetune.Samples.Cli;
 /// How `finetune` and `sweep` configure the library's estimators: batch 16, AdamW, cosine schedule after a linear warmup,
 /// gradient clipping at norm 1 (the options' default), one libtorch thread, greedy generation of 8 tokens in the saved model.
 /// </summary>
-public sealed record EstimatorRecipe(string Model, string Method, int Steps, int Warmup, int Seed, int Rank, int VirtualTokens, bool Projection, int MaxLength)
+public sealed record EstimatorRecipe(string Model, string Method, int Steps, int Warmup, int Seed, int Rank, int VirtualTokens, bool Projection, int MaxLength,
+    FinetuneDType DType = FinetuneDType.Auto)
 {
     public const int BatchSize = 16;
 
@@ -33,7 +34,10 @@ public sealed record EstimatorRecipe(string Model, string Method, int Steps, int
         config = CausalLMConfig.Load(a.GetValue<string>("--model")!);
         return new EstimatorRecipe(a.GetValue<string>("--model")!, method, steps, a.GetValue<int?>("--warmup") ?? Math.Max(1, steps / 10),
             a.GetValue<int>("--seed"), a.GetValue<int>("--rank"), a.GetValue<int>("--virtual-tokens"), a.GetValue<bool>("--projection"),
-            DataChecks.MaxLength(a, config));
+            DataChecks.MaxLength(a, config), a.GetValue<string>("--dtype") switch
+            {
+                "float32" => FinetuneDType.Float32, "bfloat16" => FinetuneDType.BFloat16, _ => FinetuneDType.Auto,
+            });
     }
 
     /// <summary>The settings that decide the result (a resumed run must match them), as text.</summary>
@@ -44,6 +48,7 @@ public sealed record EstimatorRecipe(string Model, string Method, int Steps, int
         {
             ["model"] = RealPath.Of(Model), ["method"] = Method, ["steps"] = Inv(Steps), ["lr"] = learningRate.ToString("R", CultureInfo.InvariantCulture),
             ["warmup"] = Inv(Warmup), ["seed"] = Inv(Seed), ["max-length"] = Inv(MaxLength), ["batch"] = Inv(BatchSize),
+            ["dtype"] = DType.ToString(),
         };
         if (Method == "lora") d["rank"] = Inv(Rank);
         if (Method is "prompt" or "prefix") d["virtual-tokens"] = Inv(VirtualTokens);
@@ -58,7 +63,7 @@ public sealed record EstimatorRecipe(string Model, string Method, int Steps, int
             o.BaseModelPath = Path.GetFullPath(Model); o.MaxSteps = Steps; o.LearningRate = learningRate; o.BatchSize = BatchSize;
             o.WarmupSteps = Warmup; o.Schedule = LearningRateScheduleKind.Cosine; o.Seed = Seed; o.NumberOfThreads = 1;
             o.MaxSequenceLength = MaxLength; o.Generation = new FinetuneGenerationOptions { MaxNewTokens = 8 };
-            o.CheckpointFolder = checkpointFolder; o.CheckpointEveryNSteps = checkpointEvery;
+            o.CheckpointFolder = checkpointFolder; o.CheckpointEveryNSteps = checkpointEvery; o.DType = DType;
             return o;
         }
         return Method switch

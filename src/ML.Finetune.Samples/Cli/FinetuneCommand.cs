@@ -42,6 +42,7 @@ public static class FinetuneCommand
             CliDefinition.IntOption("--virtual-tokens", 8, 1, "number of virtual tokens (prompt, prefix)"),
             new Option<bool>("--projection") { Description = "train the prefix through the MLP reparameterisation (prefix)" },
             CliDefinition.MaxLengthOption(),
+            CliDefinition.DTypeOption(),
             CliDefinition.IntOption("--checkpoint-every", 0, 0, "also checkpoint every n steps, so a crash loses at most n (0: only when interrupted)"),
             CliDefinition.OverwriteOption(),
             CliDefinition.NoProgressOption(),

@@ -47,6 +47,7 @@ public static class SweepCommand
             new Option<bool>("--projection") { Description = "train the prefix through the MLP reparameterisation (prefix)" },
             CliDefinition.OptionalIntOption("--warmup", 0, "learning-rate warmup steps per candidate (linear from 0); default: steps/10, at least 1"),
             CliDefinition.MaxLengthOption(),
+            CliDefinition.DTypeOption(),
             CliDefinition.OverwriteOption(),
             CliDefinition.NoProgressOption(),
         };

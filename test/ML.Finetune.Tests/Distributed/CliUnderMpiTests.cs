@@ -27,7 +27,7 @@ public sealed class CliUnderMpiTests : IDisposable
         // 21 pairs of different lengths; the CLI's batch of 16 splits 8 + 8, then 5 → 3 + 2.
         var pairs = QaBuilder.Build(FactCorpus.Load(Path.Combine(AppContext.BaseDirectory, "Data", "universities.tsv")).Take(21, 0), "train");
         File.WriteAllLines(data, pairs.Select(p => System.Text.Json.JsonSerializer.Serialize(new { prompt = p.Prompt, completion = p.Completion })));
-        string[] Finetune(string outDir) => ["finetune", "--model", model, "--data", data, "--method", "lora", "--rank", "4", "--steps", "3", "--out", outDir];
+        string[] Finetune(string outDir) => ["finetune", "--model", model, "--data", data, "--method", "lora", "--rank", "4", "--steps", "3", "--dtype", "float32", "--out", outDir];
 
         string two = Path.Combine(_dir, "two", "out"), one = Path.Combine(_dir, "one", "out");
         string mpiOutput = MpiRun.RunOk(2, MpiRun.SamplesPath, Finetune(two));
