@@ -95,6 +95,7 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
         if (o.KlPenalty > 0)
         {
             if (o.ReferenceTextData is null) throw new ArgumentException("KlPenalty > 0 needs ReferenceTextData.", nameof(o.ReferenceTextData));
+            if (o.KlTopK < 1) throw new ArgumentOutOfRangeException(nameof(o.KlTopK), $"KlTopK must be ≥ 1, got {o.KlTopK}.");
             references = ReadTexts(o.ReferenceTextData, o.ReferenceTextColumnName, encoder);
         }
 
@@ -111,6 +112,7 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
                 Schedule = o.Schedule, WarmupSteps = o.WarmupSteps, MaxSteps = o.MaxSteps, Epochs = o.Epochs, BatchSize = o.BatchSize,
                 GradientClipNorm = o.GradientClipNorm, GradientAccumulationSteps = o.GradientAccumulationSteps,
                 EvaluateEveryNSteps = o.EvaluateEveryNSteps, L2Penalty = o.L2Penalty, L2Squared = o.L2Squared, KlPenalty = o.KlPenalty, Seed = o.Seed,
+                KlReference = o.KlReference, KlTopK = o.KlTopK, GradientCheckpointing = o.GradientCheckpointing,
                 EarlyStoppingPatience = o.EarlyStoppingPatience, EarlyStoppingMinDelta = o.EarlyStoppingMinDelta,
                 CheckpointFolder = o.CheckpointFolder, CheckpointEveryNSteps = o.CheckpointEveryNSteps,
             }, encoder.PadId)

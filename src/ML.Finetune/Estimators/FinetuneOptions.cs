@@ -65,6 +65,22 @@ public abstract class FinetuneOptions
     public double KlPenalty = 0;
     public IDataView? ReferenceTextData;
     public string ReferenceTextColumnName = "Text";
+    /// <summary>
+    /// How the KL penalty obtains p_θp. OnTheFly (default): exact, one no-grad forward of θ_p per reference batch
+    /// (LoRA, prompt and prefix disable their adapter; full finetuning uses a frozen copy that shares the θ_p weights it
+    /// keeps anyway); its memory does not grow with the reference set. TopKCache: the <see cref="KlTopK"/> largest
+    /// log-probabilities and the remaining mass per reference position, cached before training ((8k + 4) bytes per
+    /// position), and the KL over those k + 1 buckets, a lower bound of the exact KL (docs/training-memory.md).
+    /// </summary>
+    public KlReferenceMode KlReference = KlReferenceMode.OnTheFly;
+    /// <summary>k of <see cref="KlReferenceMode.TopKCache"/>.</summary>
+    public int KlTopK = 64;
+    /// <summary>
+    /// Activation checkpointing: each decoder layer keeps only its input for the backward and recomputes its
+    /// activations there. Same gradients (dropout included), much less memory for long sequences, about one more
+    /// forward pass of time (docs/training-memory.md).
+    /// </summary>
+    public bool GradientCheckpointing = false;
     /// <summary>Rows with prompt and completion columns; the validation loss is the mean CE over completion tokens.</summary>
     public IDataView? ValidationData;
     /// <summary>0 = evaluate only after the last step.</summary>

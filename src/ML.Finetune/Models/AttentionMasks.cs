@@ -24,6 +24,9 @@ public sealed class AttentionMasks
     readonly ScalarType _dtype;
     readonly bool _noPadding;
     readonly Dictionary<int, Tensor> _byWindow = new(); // key: window, or 0 for full attention
+    // Masks are built lazily, possibly inside a layer's own dispose scope (LayerCheckpoint); they belong to the scope
+    // this object was made in, which the anchor marks, so they live as long as the forward's other tensors.
+    readonly Tensor _anchor = torch.empty(0);
 
     /// <param name="mask2d">[B, past + T], 1 = a real key.</param>
     /// <param name="sequenceIds">[B, T] or null; only without a past.</param>
@@ -52,7 +55,7 @@ public sealed class AttentionMasks
     {
         if (allowImplicitCausal && IsPlainCausal(window)) return null;
         int key = window ?? 0;
-        if (!_byWindow.TryGetValue(key, out var full)) _byWindow[key] = full = Build(window);
+        if (!_byWindow.TryGetValue(key, out var full)) _byWindow[key] = full = Build(window).MoveToOtherDisposeScope(_anchor);
         long total = full.shape[^1];
         if (keys > total) throw new ArgumentException($"{keys} keys but the attention mask covers {total} positions");
         return keys == total ? full : full.narrow(-1, total - keys, keys);

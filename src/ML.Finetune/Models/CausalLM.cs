@@ -77,6 +77,10 @@ public abstract class CausalLM : nn.Module
     /// <summary>The LM head's weight [V, d]: lm_head.weight, or the token embedding when tied.</summary>
     public abstract Tensor OutputWeight { get; }
 
+    /// <summary>The parameters <see cref="LogitsFromHidden"/> reads: <see cref="OutputWeight"/> and, on an untied
+    /// lm_head, its adapter's (LoRA on lm_head). A chunked loss differentiates the head with respect to these.</summary>
+    public virtual IEnumerable<Tensor> HeadParameters() => [OutputWeight];
+
     /// <summary>hidden · OutputWeightᵀ in the compute dtype (a model with an adaptable head applies its adapter here).</summary>
     protected virtual Tensor Project(Tensor hidden) => nn.functional.linear(hidden, OutputWeight);
 
@@ -86,6 +90,20 @@ public abstract class CausalLM : nn.Module
         var h = ForwardHidden(input);
         return new CausalLMOutput { Logits = LogitsFromHidden(h.LastHiddenState), HiddenStates = h.HiddenStates };
     }
+
+    /// <summary>
+    /// Activation checkpointing (opt-in, for training): each decoder layer keeps only its input for the backward and
+    /// recomputes its activations there (<see cref="LayerCheckpoint"/>). Only takes effect while gradients are being
+    /// recorded; gradients are those of the plain forward.
+    /// </summary>
+    public bool GradientCheckpointing { get; set; }
+
+    /// <summary>
+    /// Runs decoder layer <paramref name="index"/> on <paramref name="h"/>: <paramref name="forward"/>(input, cache)
+    /// is the layer's forward. See <see cref="LayerCheckpoint.Run"/>.
+    /// </summary>
+    protected Tensor RunLayer(nn.Module layer, int index, Tensor h, KVCache? cache, Func<Tensor, KVCache?, Tensor> forward) =>
+        LayerCheckpoint.Run(this, layer, index, h, cache, forward);
 
     /// <summary>Number of key/value heads per layer in the cache (n_head for GPT-2).</summary>
     public int CacheHeads => Config.IsGpt2 ? Config.NumHeads : Config.NumKeyValueHeads;

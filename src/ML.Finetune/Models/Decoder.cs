@@ -46,6 +46,8 @@ public sealed class DecoderLM : CausalLM
 
     protected override Tensor Project(Tensor hidden) => lm_head?.forward(hidden) ?? nn.functional.linear(hidden, model.embed_tokens.weight!);
 
+    public override IEnumerable<Tensor> HeadParameters() => lm_head?.parameters() ?? [model.embed_tokens.weight!];
+
     public override CausalLMHiddenOutput ForwardHidden(CausalLMInput input)
     {
         var (h, _, pos, masks) = Prepare(input);
@@ -62,7 +64,9 @@ public sealed class DecoderLM : CausalLM
         for (int i = 0; i < Config.NumLayers; i++)
         {
             var (cos, sin) = CosSinFor(Config.RopeOf(i));
-            h = ((DecoderLayer)model.layers[i]).Forward(h, new LayerInputs(masks, cos, sin, input.Cache, training));
+            var layer = (DecoderLayer)model.layers[i];
+            var inputs = new LayerInputs(masks, cos, sin, input.Cache, training);
+            h = RunLayer(layer, i, h, input.Cache, (x, cache) => layer.Forward(x, inputs with { Cache = cache }));
             if (hidden != null && i < Config.NumLayers - 1) hidden.Add(h);
         }
         h = model.norm.forward(h);

@@ -48,7 +48,9 @@ public sealed class Gpt2LMHeadModel : CausalLM
         var hidden = input.OutputHiddenStates ? new List<Tensor> { h } : null;
         for (int i = 0; i < Config.NumLayers; i++)
         {
-            h = ((Gpt2Block)transformer.h[i]).Forward(h, masks, input.Cache, i, training);
+            var block = (Gpt2Block)transformer.h[i];
+            int layer = i;
+            h = RunLayer(block, i, h, input.Cache, (x, cache) => block.Forward(x, masks, cache, layer, training));
             if (hidden != null && i < Config.NumLayers - 1) hidden.Add(h);
         }
         h = transformer.ln_f.forward(h);

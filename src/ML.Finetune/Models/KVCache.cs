@@ -64,6 +64,20 @@ public sealed class KVCache : IDisposable
         return c;
     }
 
+    /// <summary>
+    /// A cache whose layer <paramref name="layer"/> holds <paramref name="keys"/>/<paramref name="values"/>
+    /// ([B, n_kv, S, D], used as given and never disposed by the cache) and whose other layers are empty: what
+    /// recomputing one layer of a forward needs (<see cref="LayerCheckpoint"/>).
+    /// </summary>
+    public static KVCache ForLayer(int numLayers, int layer, Tensor? keys, Tensor? values, IReadOnlyList<int?>? windows = null)
+    {
+        var c = new KVCache(numLayers, windows);
+        c._keys[layer] = keys;
+        c._values[layer] = values;
+        c._seen[layer] = keys?.shape[2] ?? 0;
+        return c;
+    }
+
     static Tensor Expand(Tensor t, int batch) => t.dim() switch
     {
         3 => t.unsqueeze(0).expand(batch, -1, -1, -1).DetachFromDisposeScope(),

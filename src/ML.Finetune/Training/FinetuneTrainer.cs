@@ -30,6 +30,14 @@ public sealed class TrainerOptions
     public double L2Penalty { get; set; }
     public bool L2Squared { get; set; }
     public double KlPenalty { get; set; }
+    /// <summary>How the KL obtains p_θp (default: exact, on the fly from θ_p).</summary>
+    public KlReferenceMode KlReference { get; set; } = KlReferenceMode.OnTheFly;
+    /// <summary>k of <see cref="KlReferenceMode.TopKCache"/>.</summary>
+    public int KlTopK { get; set; } = 64;
+    /// <summary>Activation checkpointing per decoder layer while training (<see cref="CausalLM.GradientCheckpointing"/>).</summary>
+    public bool GradientCheckpointing { get; set; }
+    /// <summary>Rows of logits per chunk of the LM head in the loss, validation and reference passes; null = about 2²⁵ logits.</summary>
+    public long? LogitsChunkRows { get; set; }
     public long Seed { get; set; } = 0;
     public bool Shuffle { get; set; } = true;
 
@@ -84,8 +92,10 @@ public sealed class FinetuneTrainer
         if (options.MaxSteps is < 1) throw new ArgumentOutOfRangeException(nameof(options), "MaxSteps must be ≥ 1.");
         if (options.MaxSteps is null && options.Epochs < 1) throw new ArgumentOutOfRangeException(nameof(options), "Epochs must be ≥ 1.");
         if (!(options.LearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(options), "LearningRate must be > 0.");
+        if (options.KlTopK < 1) throw new ArgumentOutOfRangeException(nameof(options), "KlTopK must be ≥ 1.");
+        if (options.LogitsChunkRows is < 1) throw new ArgumentOutOfRangeException(nameof(options), "LogitsChunkRows must be ≥ 1.");
         PadId = padId;
-        Objective = new FinetuneObjective(options.L2Penalty, options.KlPenalty, options.L2Squared);
+        Objective = new FinetuneObjective(options.L2Penalty, options.KlPenalty, options.L2Squared) { LogitsChunkRows = options.LogitsChunkRows };
     }
 
     public TrainerOptions Options { get; }
@@ -149,7 +159,10 @@ public sealed class FinetuneTrainer
         if (comm.IsDistributed)
             RankAgreement.CheckSameRun(comm, Options, method.Name, total, PadId, parameters, train, validation, Options.KlPenalty > 0 ? referenceTexts : null);
 
-        var references = Options.KlPenalty > 0 ? PrepareReferences(model, method, referenceTexts, device) : new List<ReferenceBatch?>();
+        var pretrained = Options.KlPenalty > 0 ? PretrainedModel.For(method, model) : null;
+        var references = Options.KlPenalty > 0 ? PrepareReferences(model, pretrained!, referenceTexts, device) : new List<ReferenceBatch?>();
+        bool checkpointing = model.GradientCheckpointing;
+        model.GradientCheckpointing = Options.GradientCheckpointing;
         using var optimizer = FinetuneOptimizer.Create(Options.Optimizer, parameters, Options.WeightDecay,
             Options.AdamBeta1, Options.AdamBeta2, Options.AdamEpsilon, Options.Momentum);
         using var buckets = comm.IsDistributed ? new ParameterBuckets(comm, parameters) : null;
@@ -245,7 +258,7 @@ public sealed class FinetuneTrainer
                     var shard = DataParallel.Shard(global, comm);
                     using var batch = shard.Count > 0 ? Collate(shard, PadId, device) : null;
                     var reference = references.Count > 0 ? references[(step * acc + micro) % references.Count] : null;
-                    var terms = Objective.Compute(method, model, batch, reference, FinetuneObjective.CountTargets(global), includeL2: comm.IsRoot);
+                    var terms = Objective.Compute(method, model, batch, reference, FinetuneObjective.CountTargets(global), includeL2: comm.IsRoot, pretrained);
                     if (terms.Total.requires_grad) (acc == 1 ? terms.Total : terms.Total.div(acc)).backward();
                     sums[0] += terms.Total.ToDouble(); sums[1] += terms.CrossEntropy.ToDouble(); sums[2] += terms.KL.ToDouble();
                     sumL2 += terms.L2.ToDouble();
@@ -283,6 +296,7 @@ public sealed class FinetuneTrainer
         finally
         {
             early.Dispose();
+            model.GradientCheckpointing = checkpointing;
             model.eval();
             foreach (var r in references) r?.Dispose();
             optimizer.ZeroGrad();
@@ -410,8 +424,8 @@ public sealed class FinetuneTrainer
         {
             using var scope = torch.NewDisposeScope();
             using var batch = Collate(data.Skip(i).Take(Options.BatchSize).ToList(), PadId, model.Device);
-            var logits = method.Logits(model, batch.InputIds, batch.AttentionMask);
-            var (lp, mask) = FinetuneObjective.TargetLogProbs(logits, batch.Labels);
+            var hidden = method.HiddenStates(model, batch.InputIds, batch.AttentionMask);
+            var (lp, mask) = FinetuneObjective.TargetLogProbs(model, hidden, batch.Labels, Options.LogitsChunkRows);
             sums[0] -= lp.sum().ToDouble();
             sums[1] += (long)mask.sum().ToDouble();
         }
@@ -420,28 +434,26 @@ public sealed class FinetuneTrainer
     }
 
     /// <summary>
-    /// log p_θp of every reference batch (BatchSize texts), computed once. Under data parallelism a rank keeps only its
-    /// shard of each batch (null when it has none) with the whole batch's position count, like the training batches.
+    /// The reference batches (BatchSize texts each) with their position counts; with <see cref="KlReferenceMode.TopKCache"/>
+    /// also the top-k cache of p_θp, computed here while θ = θ_p. Under data parallelism a rank keeps only its shard of
+    /// each batch (null when it has none) with the whole batch's position count, like the training batches.
     /// </summary>
-    private List<ReferenceBatch?> PrepareReferences(CausalLM model, IFinetuneMethod method, IReadOnlyList<long[]>? texts, Device device)
+    private List<ReferenceBatch?> PrepareReferences(CausalLM model, PretrainedModel pretrained, IReadOnlyList<long[]>? texts, Device device)
     {
         if (texts is null || texts.Count == 0)
             throw new InvalidOperationException("KlPenalty > 0 needs reference texts (ReferenceTextData); none were given.");
         var list = new List<ReferenceBatch?>();
-        bool wasTraining = model.training;
-        model.eval();
         for (int i = 0; i < texts.Count; i += Options.BatchSize)
         {
             var global = texts.Skip(i).Take(Options.BatchSize).ToList();
             var chunk = DataParallel.Shard(global, Communicator).Select(t => new EncodedExample(t, t)).ToList();
             if (chunk.Count == 0) { list.Add(null); continue; }
-            using var batch = Collate(chunk, PadId, device);
-            var lp = FinetuneObjective.PretrainedLogProbs(method, model, batch.InputIds, batch.AttentionMask);
-            var ids = batch.InputIds.clone(); var mask = batch.AttentionMask.clone();
-            foreach (var t in new[] { ids, mask, lp }) t.DetachFromDisposeScope();
-            list.Add(new ReferenceBatch(ids, mask, lp) { PositionCount = global.Sum(t => (long)t.Length) });
+            var batch = Collate(chunk, PadId, device);
+            var topK = Options.KlReference == KlReferenceMode.TopKCache
+                ? TopKLogProbs.Compute(model, pretrained, batch.InputIds, batch.AttentionMask, Options.KlTopK, Options.LogitsChunkRows) : null;
+            batch.InputIds.DetachFromDisposeScope(); batch.AttentionMask.DetachFromDisposeScope(); batch.Labels.Dispose();
+            list.Add(new ReferenceBatch(batch.InputIds, batch.AttentionMask) { PositionCount = global.Sum(t => (long)t.Length), TopK = topK });
         }
-        if (wasTraining) model.train();
         return list;
     }
 }

@@ -6,8 +6,8 @@ namespace ML.Finetune.Training;
 
 /// <summary>
 /// Full finetuning ("full"): every parameter of the model trains (a tied head/embedding matrix once). Keeps a frozen
-/// detached copy of θ_p on the model's device for ‖θ−θ_p‖² (memory: one extra copy of the weights). KL needs no
-/// second model: the trainer caches p_θp before the first step, while θ = θ_p (see <see cref="FinetuneObjective"/>).
+/// detached copy of θ_p on the model's device for ‖θ−θ_p‖² (memory: one extra copy of the weights), and the KL runs
+/// θ_p as a model built on those same tensors (<see cref="PretrainedCopy"/>: no further copy).
 /// SaveState holds every weight under its HF name, so a fully finetuned model is self-contained.
 /// </summary>
 public sealed class FullFinetuneMethod : IFinetuneMethod, IDisposable
@@ -15,6 +15,7 @@ public sealed class FullFinetuneMethod : IFinetuneMethod, IDisposable
     public const string MethodName = "full";
     private List<(string Name, Tensor Parameter)> _params = new();
     private List<Tensor> _pretrained = new();
+    private CausalLM? _copy;
 
     public string Name => MethodName;
 
@@ -39,8 +40,26 @@ public sealed class FullFinetuneMethod : IFinetuneMethod, IDisposable
     public Tensor HiddenStates(CausalLM model, Tensor inputIds, Tensor attentionMask) =>
         model.ForwardHidden(new CausalLMInput { InputIds = inputIds, AttentionMask = attentionMask }).LastHiddenState;
 
-    /// <summary>Null: θ_p is reproduced by the trainer's cache of p_θp computed before training.</summary>
+    /// <summary>Null: the weights change, so θ_p is <see cref="PretrainedCopy"/>.</summary>
     public IDisposable? UsePretrained(CausalLM model) => null;
+
+    /// <summary>
+    /// θ_p as a frozen model whose parameters are the θ_p tensors this method keeps for the distance (built once on the
+    /// meta device, then pointed at them): no memory beyond that copy. Its outputs are the model's before training.
+    /// </summary>
+    public CausalLM PretrainedCopy(CausalLM model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        if (_params.Count == 0) throw new InvalidOperationException("Attach must be called first.");
+        if (_copy is not null) return _copy;
+        var byName = _params.Select((p, i) => (p.Name, Weight: _pretrained[i])).ToDictionary(p => p.Name, p => p.Weight);
+        var copy = Runtime.MetaConstruction.Build(() => CausalLMFactory.Create(model.Config));
+        Runtime.ModuleMaterializer.Materialize(copy, (name, _) => byName.TryGetValue(name, out var w) ? w.detach() // a new handle on the same storage
+            : throw new InvalidOperationException($"the model has no trained parameter '{name}' for the frozen θ_p copy"));
+        foreach (var p in copy.parameters()) p.requires_grad = false;
+        copy.eval();
+        return _copy = copy;
+    }
 
     public Tensor DistanceFromPretrainedSquared()
     {
@@ -82,6 +101,11 @@ public sealed class FullFinetuneMethod : IFinetuneMethod, IDisposable
         }
     }
 
-    private void DisposeCopies() { foreach (var t in _pretrained) t.Dispose(); _pretrained.Clear(); }
+    private void DisposeCopies()
+    {
+        _copy?.Dispose(); _copy = null;
+        foreach (var t in _pretrained) t.Dispose();
+        _pretrained.Clear();
+    }
     public void Dispose() => DisposeCopies();
 }

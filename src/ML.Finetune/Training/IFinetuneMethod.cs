@@ -35,9 +35,16 @@ public interface IFinetuneMethod
     /// <summary>
     /// The pretrained distribution p_θp for the KL penalty, with no second model copy where possible: methods that
     /// freeze the base disable their adapter/prefix for the duration and return a scope; full finetuning returns
-    /// null, and the trainer then keeps a frozen copy of θ_p.
+    /// null, and the KL then runs <see cref="PretrainedCopy"/>.
     /// </summary>
     IDisposable? UsePretrained(CausalLM model);
+
+    /// <summary>
+    /// For a method whose <see cref="UsePretrained"/> is null (it changes the base weights): θ_p as a frozen model
+    /// (no parameter requires grad, eval mode) of <paramref name="model"/>'s architecture, owned by the method.
+    /// </summary>
+    CausalLM PretrainedCopy(CausalLM model) =>
+        throw new NotSupportedException($"method '{Name}' changes no base weight: use UsePretrained for θ_p");
 
     /// <summary>
     /// ‖θ − θ_p‖² as this method defines it (the quantity behind the reported distance and the L2 penalty):
@@ -66,7 +73,10 @@ public sealed record GenerationPrefix(Tensor? SoftPrompt, Func<int, KVCache>? Pr
 
 public static class FinetuneMethodExtensions
 {
-    /// <summary>Logits [B, T, V] (float32) with the method in effect: the LM head on <see cref="IFinetuneMethod.HiddenStates"/>.</summary>
+    /// <summary>
+    /// Logits [B, T, V] (float32) with the method in effect: the LM head on <see cref="IFinetuneMethod.HiddenStates"/>.
+    /// For generation and inspection; the objective, validation and scoring run the head on the rows they need only.
+    /// </summary>
     public static Tensor Logits(this IFinetuneMethod method, CausalLM model, Tensor inputIds, Tensor attentionMask) =>
         model.LogitsFromHidden(method.HiddenStates(model, inputIds, attentionMask));
 }

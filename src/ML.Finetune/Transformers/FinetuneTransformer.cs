@@ -212,15 +212,15 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
 
     /// <summary>
     /// Per example: (Σ log p(target), number of targets) over the labelled (completion + eos) positions, through the
-    /// method's logits (the same labels and log-probs as the training objective).
+    /// method's LM head on those positions, in chunks (the same labels and log-probs as the training objective).
     /// </summary>
     List<(double Sum, int Count)> ScoreBatch(IReadOnlyList<EncodedExample> examples)
     {
         using var _ = torch.no_grad();
         using var scope = torch.NewDisposeScope();
         using var batch = FinetuneTrainer.Collate(examples, Encoder.PadId, Model.Device);
-        var logits = Method.Logits(Model, batch.InputIds, batch.AttentionMask);
-        var (lp, m) = FinetuneObjective.TargetLogProbs(logits, batch.Labels);
+        var hidden = Method.HiddenStates(Model, batch.InputIds, batch.AttentionMask);
+        var (lp, m) = FinetuneObjective.TargetLogProbs(Model, hidden, batch.Labels); // the head on completion positions only
         var sums = lp.to_type(ScalarType.Float64).sum(1).cpu().data<double>().ToArray();
         var counts = m.sum(1).to_type(ScalarType.Float64).cpu().data<double>().ToArray();
         return sums.Select((s, i) => (s, (int)counts[i])).ToList();

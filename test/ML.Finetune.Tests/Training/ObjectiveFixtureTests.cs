@@ -81,11 +81,11 @@ public class ObjectiveFixtureTests
         using (no_grad())
         {
             using var batch = FinetuneTrainer.Collate(RightBatchExamples(), 0);
-            var lp = FinetuneObjective.PretrainedLogProbs(method, model, refIds, ones_like(refIds)); // only for shape
             var objective = new FinetuneObjective(0.3, 0.5);
             var freshRef = CausalLMFactory.LoadPretrained(Fixtures.Model("tiny-gpt2"));
             var refLp = freshRef.Forward(new CausalLMInput { InputIds = refIds }).Logits.log_softmax(-1);
-            var terms = objective.Compute(method, model, batch, new ReferenceBatch(refIds, ones_like(refIds), refLp));
+            // p_θp on the fly, from the method's frozen θ_p copy
+            var terms = objective.Compute(method, model, batch, new ReferenceBatch(refIds, ones_like(refIds)));
             Assert.Equal(ce[4], terms.CrossEntropy.item<float>(), 1e-4);
             Assert.Equal(l2[4], terms.L2.item<float>(), 1e-4);
             Assert.Equal(kl[4], terms.KL.item<float>(), 1e-4);

@@ -62,8 +62,7 @@ public class ObjectiveTests
         method.Attach(model, 0);
         using var batch = FinetuneTrainer.Collate(new[] { new EncodedExample(new long[] { 5, 6, 7, 8 }, new long[] { -100, -100, 7, 8 }) }, 0);
         var refIds = Fixtures.Input("input_ids_right"); var refMask = Fixtures.Input("attention_mask_right");
-        var refLp = FinetuneObjective.PretrainedLogProbs(method, model, refIds, refMask);
-        var terms = new FinetuneObjective(0.3, 0.5).Compute(method, model, batch, new ReferenceBatch(refIds, refMask, refLp));
+        var terms = new FinetuneObjective(0.3, 0.5).Compute(method, model, batch, new ReferenceBatch(refIds, refMask));
         Assert.Equal(0.0, D(terms.L2));
         Assert.True(Math.Abs(D(terms.KL)) < 1e-6);
         var l2 = FinetuneObjective.SafeSqrt(method.DistanceFromPretrainedSquared());
