@@ -25,7 +25,8 @@ public sealed class AttentionMasks
     readonly bool _noPadding;
     readonly Dictionary<int, Tensor> _byWindow = new(); // key: window, or 0 for full attention
     // Masks are built lazily, possibly inside a layer's own dispose scope (LayerCheckpoint); they belong to the scope
-    // this object was made in, which the anchor marks, so they live as long as the forward's other tensors.
+    // this object was made in, which the anchor marks, so they live as long as the forward's other tensors. (Detached
+    // first: TorchSharp 0.107's move into the scope a tensor is already in drops it from that scope's list.)
     readonly Tensor _anchor = torch.empty(0);
 
     /// <param name="mask2d">[B, past + T], 1 = a real key.</param>
@@ -55,7 +56,7 @@ public sealed class AttentionMasks
     {
         if (allowImplicitCausal && IsPlainCausal(window)) return null;
         int key = window ?? 0;
-        if (!_byWindow.TryGetValue(key, out var full)) _byWindow[key] = full = Build(window).MoveToOtherDisposeScope(_anchor);
+        if (!_byWindow.TryGetValue(key, out var full)) _byWindow[key] = full = Build(window).DetachFromDisposeScope().MoveToOtherDisposeScope(_anchor);
         long total = full.shape[^1];
         if (keys > total) throw new ArgumentException($"{keys} keys but the attention mask covers {total} positions");
         return keys == total ? full : full.narrow(-1, total - keys, keys);

@@ -21,6 +21,12 @@ namespace ML.Finetune.Models;
 /// </summary>
 public static class LayerCheckpoint
 {
+    [ThreadStatic] static long _recomputed;
+
+    /// <summary>Layers recomputed by backward passes on this thread so far (the CPU autograd engine runs the backward
+    /// on the thread that calls it): a diagnostic that checkpointing took effect.</summary>
+    public static long RecomputedOnThisThread => _recomputed;
+
     /// <summary>Runs <paramref name="forward"/>(h, cache) for layer <paramref name="index"/> of <paramref name="model"/>.</summary>
     public static Tensor Run(CausalLM model, nn.Module layer, int index, Tensor h, KVCache? cache, Func<Tensor, KVCache?, Tensor> forward)
     {
@@ -77,6 +83,7 @@ public static class LayerCheckpoint
                 // A cache holding only this layer's entries as they were before the forward: the layer appends to it again.
                 using var cache = state.Cache is null ? null : KVCache.ForLayer(state.NumLayers, state.Layer, k, v, state.Windows);
                 var y = state.Forward(x, cache);
+                _recomputed++;
                 var inputs = new[] { x, k, v }.Where(t => t is { requires_grad: true }).Cast<Tensor>().Concat(state.Parameters).ToList();
                 var result = torch.autograd.grad([y], inputs, [gradOutputs[0]], allow_unused: true)
                     .Select(g => g.IsInvalid ? null : g.MoveToOuterDisposeScope()).ToList();

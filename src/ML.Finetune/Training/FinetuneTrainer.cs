@@ -245,10 +245,11 @@ public sealed class FinetuneTrainer
                 using var scope = torch.NewDisposeScope();
                 double lr = schedule.LearningRate(Options.LearningRate, step);
                 optimizer.ZeroGrad();
-                // This rank's share of the step's terms (summed over micro-batches): [total, CE, KL]. CE and KL are sums over
-                // its rows divided by the whole batch's counts and β·L2 is added on rank 0 only, so the ranks' shares add up.
-                var sums = new double[3];
-                double sumL2 = 0, distSq = 0;
+                // This rank's share of the step's terms (summed over micro-batches): [total, CE, KL, L2, ‖θ−θ_p‖²]. CE and KL
+                // are sums over its rows divided by the whole batch's counts and β·L2 is added on rank 0 only, so the ranks'
+                // shares add up; L2 and the distance are rank 0's alone (other ranks compute them on another kernel path,
+                // which may round differently), so every rank reports the same history.
+                var sums = new double[5];
                 long tokens = 0; // of the global batch (progress reports tokens/s of the whole job)
                 int acc = Options.GradientAccumulationSteps;
                 for (int micro = 0; micro < acc; micro++)
@@ -261,8 +262,7 @@ public sealed class FinetuneTrainer
                     var terms = Objective.Compute(method, model, batch, reference, FinetuneObjective.CountTargets(global), includeL2: comm.IsRoot, pretrained);
                     if (terms.Total.requires_grad) (acc == 1 ? terms.Total : terms.Total.div(acc)).backward();
                     sums[0] += terms.Total.ToDouble(); sums[1] += terms.CrossEntropy.ToDouble(); sums[2] += terms.KL.ToDouble();
-                    sumL2 += terms.L2.ToDouble();
-                    distSq = terms.DistanceSquared.ToDouble();
+                    if (comm.IsRoot) { sums[3] += terms.L2.ToDouble(); sums[4] = terms.DistanceSquared.ToDouble(); }
                 }
                 buckets?.AllReduceGradients(sums); // the global gradient and terms on every rank
                 if (!double.IsFinite(sums[0])) throw new FinetuneDivergedException(step, sums[0] / acc, "loss", Options.LearningRate, Options.GradientClipNorm);
@@ -278,7 +278,7 @@ public sealed class FinetuneTrainer
                     val = ValidationLoss(model, method, validation);
                     model.train();
                 }
-                var record = new TrainingRecord(step, sums[0] / acc, sums[1] / acc, sumL2 / acc, sums[2] / acc, Math.Sqrt(Math.Max(0, distSq)), lr, gradNorm, val);
+                var record = new TrainingRecord(step, sums[0] / acc, sums[1] / acc, sums[3] / acc, sums[2] / acc, Math.Sqrt(Math.Max(0, sums[4])), lr, gradNorm, val);
                 history.Add(record);
                 Progress?.Invoke(new TrainingProgress(record, total) { Tokens = tokens });
                 bool stop = !double.IsNaN(val) && early.Observe(step, val);

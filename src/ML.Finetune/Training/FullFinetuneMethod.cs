@@ -54,7 +54,7 @@ public sealed class FullFinetuneMethod : IFinetuneMethod, IDisposable
         if (_copy is not null) return _copy;
         var byName = _params.Select((p, i) => (p.Name, Weight: _pretrained[i])).ToDictionary(p => p.Name, p => p.Weight);
         var copy = Runtime.MetaConstruction.Build(() => CausalLMFactory.Create(model.Config));
-        Runtime.ModuleMaterializer.Materialize(copy, (name, _) => byName.TryGetValue(name, out var w) ? w.detach() // a new handle on the same storage
+        Runtime.ModuleMaterializer.Materialize(copy, (name, _) => byName.TryGetValue(name, out var w) ? w.detach().DetachFromDisposeScope() // a new handle on the same storage, owned by the copy
             : throw new InvalidOperationException($"the model has no trained parameter '{name}' for the frozen θ_p copy"));
         foreach (var p in copy.parameters()) p.requires_grad = false;
         copy.eval();
