@@ -24,3 +24,38 @@ static class ProcStats
         return long.Parse(rest[10 - 3]);
     }
 }
+
+/// <summary>Peaks of RssAnon and RssFile (/proc/self/status), sampled every 50 ms on a background thread.</summary>
+sealed class MemorySampler : IDisposable
+{
+    readonly Thread _thread;
+    volatile bool _stop;
+    long _anon, _file;
+
+    public MemorySampler()
+    {
+        _thread = new Thread(() => { while (!_stop) { Sample(); Thread.Sleep(50); } }) { IsBackground = true };
+        _thread.Start();
+    }
+
+    void Sample()
+    {
+        long anon = 0, file = 0;
+        foreach (var line in File.ReadLines("/proc/self/status"))
+        {
+            if (line.StartsWith("RssAnon:")) anon = long.Parse(line[8..].Trim().Split(' ')[0]);
+            else if (line.StartsWith("RssFile:")) file = long.Parse(line[8..].Trim().Split(' ')[0]);
+        }
+        _anon = Math.Max(_anon, anon); _file = Math.Max(_file, file);
+    }
+
+    public (double AnonMiB, double FileMiB) Stop()
+    {
+        _stop = true;
+        _thread.Join();
+        Sample();
+        return (_anon / 1024.0, _file / 1024.0);
+    }
+
+    public void Dispose() { _stop = true; }
+}

@@ -30,6 +30,11 @@ if (args.Length > 0 && args[0] == "--load-child")
     return LoadBench.ChildMain(args[1], args[2], args[3] == "map", args[4] == "cold", int.Parse(args[5]));
 if (args.Length > 0 && args[0] == "--write-models") { LoadBench.WriteModels(LoadBench.Parse(args)); return 0; }
 if (args.Length > 0 && args[0] == "--load-bench") { LoadBench.Run(LoadBench.Parse(args)); return 0; }
+if (args.Length > 0 && args[0] == "--train-bench") { TrainBench.Run(TrainBench.Parse(args)); return 0; }
+if (args.Length > 1 && args[0] == "--train-child") return TrainBench.ChildMain(args[1]);
+if (args.Length > 0 && args[0] == "--kl-probe") { KlProbe.Run(KlProbe.Parse(args)); return 0; }
+if (args.Length > 1 && args[0] == "--kl-child") return KlProbe.ChildMain(args[1]);
+if (args.Length > 0 && args[0] == "--kl-topk-error") return TopKErrorProbe.Run(args);
 if (args.Length > 0 && args[0] == "--matmul-probe") { MatmulProbe.Run(2); return 0; }
 if (args.Length > 0 && args[0] == "--rss-probe") { RssProbe.Run(2, args.Length > 1 ? int.Parse(args[1]) : 2000); return 0; }
 if (args.Length > 0 && args[0] == "--kernel-probe") { KernelProbe.Run(2); return 0; }
@@ -91,6 +96,8 @@ sealed class Options
           --no-malloc-tuning  run children with MLFINETUNE_MALLOC_TUNING=0 (the peer gets the same malloc setting)
           --fp32-matmul ieee|bf16  float32 matmul precision in our children (TorchCpuMath; default ieee)
           --tensor-op-optimizer    our AdamW in its per-tensor torch-op form instead of the fused CPU pass
+          --checkpointing     activation checkpointing per layer in our training modes (CausalLM.GradientCheckpointing)
+          --full-logits       our loss from full [B,T,V] logits (the path before the chunked head) instead of the chunked head
           --json FILE         write all results as JSON
         """;
 
@@ -119,6 +126,8 @@ sealed class Options
                 case "--no-peer": o.Peer = false; break;
                 case "--no-malloc-tuning": o.Malloc = false; break;
                 case "--tensor-op-optimizer": s = s with { FusedOptimizer = false }; break;
+                case "--checkpointing": s = s with { Checkpointing = true }; break;
+                case "--full-logits": s = s with { FullLogits = true }; break;
                 case "--fp32-matmul": o.MatmulPrecision = Next(); break;
                 case "-h": case "--help": case "-help": o.Help = true; break;
                 default: throw new ArgumentException($"unknown option {a[i]}\n{Usage}");

@@ -11,15 +11,16 @@ namespace ML.Finetune.Bench;
 public sealed record BenchSettings(
     int Layers = 12, int Batch = 4, int Seq = 128, int Threads = 2, int Steps = 5, int Warmup = 3,
     int GenSteps = 5, int GenWarmup = 3, int GenPrompt = 16, int GenNew = 128, int GenBatch = 1,
-    int LoraRank = 8, double LoraAlpha = 16, int VirtualTokens = 16, long Seed = 1234, bool FusedOptimizer = true);
+    int LoraRank = 8, double LoraAlpha = 16, int VirtualTokens = 16, long Seed = 1234, bool FusedOptimizer = true,
+    bool Checkpointing = false, bool FullLogits = false);
 
 public sealed record BenchResult(
     string Impl, string Mode, string DType, double TokensPerSec, double MedianMs, double[] StepMs,
     double PeakRssMiB, double FaultsPerStep, long TrainableParams, double LastLoss, string Notes);
 
 /// <summary>
-/// One benchmark mode in this process. Training modes time a whole optimiser step (zero_grad, forward, fp32 loss,
-/// backward, AdamW) on a [Batch, Seq] batch; tokens/s = Batch·Seq / median step time. Generation modes time one greedy
+/// One benchmark mode in this process. Training modes time a whole optimiser step (zero_grad, forward, fp32 loss
+/// through the library's chunked head, or from full logits with FullLogits, backward, AdamW) on a [Batch, Seq] batch; tokens/s = Batch·Seq / median step time. Generation modes time one greedy
 /// generation of GenNew tokens; tokens/s = GenBatch·GenNew / median time.
 /// LoRA, prompt and prefix modes run the library's own methods (LoraMethod, PromptTuningMethod, PrefixTuningMethod).
 /// Every training mode runs a library method (FullFinetuneMethod, LoraMethod, PromptTuningMethod, PrefixTuningMethod)
@@ -31,10 +32,11 @@ public static class Workloads
 {
     public static readonly string[] AllModes = ["forward", "full", "lora", "lora-all", "prompt", "prefix", "gen-cache", "gen-nocache"];
 
-    public static CausalLMConfig Gpt2Small(int layers) => new()
+    /// <summary>GPT-2 small; more than its 1,024 learned positions when a longer sequence is benchmarked.</summary>
+    public static CausalLMConfig Gpt2Small(int layers, int positions = 1024) => new()
     {
         ModelType = "gpt2", VocabSize = 50257, HiddenSize = 768, NumLayers = layers, NumHeads = 12, NumKeyValueHeads = 12,
-        HeadDim = 64, IntermediateSize = 3072, MaxPositionEmbeddings = 1024, NormEps = 1e-5, TieWordEmbeddings = true,
+        HeadDim = 64, IntermediateSize = 3072, MaxPositionEmbeddings = Math.Max(1024, positions), NormEps = 1e-5, TieWordEmbeddings = true,
         HiddenAct = "gelu_new", BosTokenId = 50256, EosTokenIds = [50256],
     };
 
@@ -43,7 +45,7 @@ public static class Workloads
         torch.set_num_threads(s.Threads);
         torch.manual_seed(s.Seed);
         var dt = dtype == "bf16" ? ScalarType.BFloat16 : ScalarType.Float32;
-        var cfg = Gpt2Small(s.Layers);
+        var cfg = Gpt2Small(s.Layers, s.Seq);
         var model = CausalLMFactory.CreateRandom(cfg, s.Seed, dt);
         ML.Finetune.Runtime.MallocTuning.ApplyForTraining();
         using var gen = new Generator((ulong)s.Seed);
@@ -122,6 +124,7 @@ sealed class Trainer
     readonly CausalLM _model;
     readonly IFinetuneMethod _method; // the library's method: full, LoRA, prompt or prefix
     readonly FinetuneOptimizer _opt;  // the library's AdamW (fused CPU pass; float32 masters for bf16 weights)
+    readonly bool _fullLogits;
     public long TrainableCount => _method.TrainableParameters.Sum(p => p.Parameter.numel());
     public string Notes { get; }
 
@@ -157,6 +160,9 @@ sealed class Trainer
         _method.Attach(model, s.Seed); // freezes the base for adapters; trained adapter tensors stay float32 on a bf16 base
         _opt = new ML.Finetune.Training.AdamW(_method.TrainableParameters, weightDecay: 0.0) { UseFusedCpuKernels = s.FusedOptimizer };
         Notes += s.FusedOptimizer ? ", fused AdamW" : ", tensor-op AdamW";
+        model.GradientCheckpointing = s.Checkpointing;
+        _fullLogits = s.FullLogits;
+        Notes += (s.FullLogits ? ", loss from full logits" : ", chunked head loss") + (s.Checkpointing ? ", checkpointing" : "");
     }
 
     public double Step(Tensor ids)
@@ -165,8 +171,10 @@ sealed class Trainer
         _opt.ZeroGrad();
         long b = ids.shape[0], t = ids.shape[1];
         using var attention = torch.ones(b, t, dtype: ScalarType.Int64);
-        var logits = _method.Logits(_model, ids, attention);
-        var loss = FinetuneObjective.CrossEntropy(logits, ids); // every next token is a target
+        // Every next token is a target: the library's chunked head (default) or full [B, T, V] logits (--full-logits).
+        var loss = _fullLogits
+            ? FinetuneObjective.CrossEntropy(_method.Logits(_model, ids, attention), ids)
+            : FinetuneObjective.CrossEntropy(_model, _method.HiddenStates(_model, ids, attention), ids);
         loss.backward();
         _opt.Step(1e-4);
         return loss.ToDouble();

@@ -10,7 +10,6 @@ using ML.Finetune.Generation;
 using ML.Finetune.Models;
 using ML.Finetune.Runtime;
 using ML.Finetune.Persistence;
-using ML.Finetune.Runtime;
 using ML.Finetune.Tokenization;
 using ML.Finetune.Training;
 using TorchSharp;
