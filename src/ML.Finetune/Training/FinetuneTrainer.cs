@@ -449,11 +449,15 @@ public sealed class FinetuneTrainer
             var chunk = DataParallel.Shard(global, Communicator).Select(t => new EncodedExample(t, t)).ToList();
             if (chunk.Count == 0) { list.Add(null); continue; }
             var batch = Collate(chunk, PadId, device);
-            var topK = Options.KlReference == KlReferenceMode.TopKCache
-                ? TopKLogProbs.Compute(model, pretrained, batch.InputIds, batch.AttentionMask, Options.KlTopK, Options.LogitsChunkRows) : null;
             batch.InputIds.DetachFromDisposeScope(); batch.AttentionMask.DetachFromDisposeScope(); batch.Labels.Dispose();
-            list.Add(new ReferenceBatch(batch.InputIds, batch.AttentionMask) { PositionCount = global.Sum(t => (long)t.Length), TopK = topK });
+            list.Add(new ReferenceBatch(batch.InputIds, batch.AttentionMask) { PositionCount = global.Sum(t => (long)t.Length) });
         }
-        return list;
+        if (Options.KlReference != KlReferenceMode.TopKCache) return list;
+        var present = list.Where(r => r is not null).Select(r => r!).ToList();
+        var caches = TopKLogProbs.Allocate(present.Select(r => r.AttentionMask.ne(0).sum().item<long>()).ToList(), Options.KlTopK, model.Config.VocabSize, device);
+        for (int i = 0; i < present.Count; i++)
+            caches[i].Fill(model, pretrained, present[i].InputIds, present[i].AttentionMask, Options.LogitsChunkRows);
+        int next = 0;
+        return list.Select(r => r is null ? null : r with { TopK = caches[next++] }).ToList();
     }
 }

@@ -91,38 +91,68 @@ public sealed class TopKLogProbs : IDisposable
     public Tensor Indices { get; }
     public Tensor RestLogProb { get; }
     public long Rows => LogProbs.shape[0];
+    public long K => LogProbs.shape[1];
     public long Bytes => LogProbs.NumberOfElements * 4 + Indices.NumberOfElements * 4 + RestLogProb.NumberOfElements * 4;
 
     /// <summary>
-    /// The cache for one reference batch from θ_p: one no-grad forward, then the head a chunk of positions at a time
-    /// (no [N, V] tensor). k is capped at V − 1 so that the rest bucket is never empty. The tensors are detached from
-    /// every dispose scope (the cache lives for the whole run); dispose it.
+    /// Uninitialised caches for batches of these position counts, as views of one block per tensor, made before any
+    /// is filled: the long-lived cache then never lands between the large chunk temporaries of <see cref="Fill"/>
+    /// (with glibc's mmap disabled for training, such interleaving fragments the heap by a logits chunk per batch).
+    /// The tensors are detached from every dispose scope; dispose each cache. k is capped at V − 1 so that the rest
+    /// bucket is never empty.
     /// </summary>
-    public static TopKLogProbs Compute(CausalLM model, PretrainedModel pretrained, Tensor inputIds, Tensor attentionMask, int k, long? chunkRows = null)
+    public static TopKLogProbs[] Allocate(IReadOnlyList<long> rows, int k, long vocabularySize, Device? device = null)
     {
         if (k < 1) throw new ArgumentOutOfRangeException(nameof(k), "KlTopK must be ≥ 1.");
+        long kk = Math.Min(k, vocabularySize - 1), total = rows.Sum();
+        using var values = torch.empty(total, kk, dtype: ScalarType.Float32, device: device);
+        using var indices = torch.empty(total, kk, dtype: ScalarType.Int32, device: device);
+        using var rest = torch.empty(total, dtype: ScalarType.Float32, device: device);
+        var caches = new TopKLogProbs[rows.Count];
+        long offset = 0;
+        for (int i = 0; i < rows.Count; i++)
+        {
+            caches[i] = new TopKLogProbs(values.narrow(0, offset, rows[i]).DetachFromDisposeScope(), indices.narrow(0, offset, rows[i]).DetachFromDisposeScope(),
+                rest.narrow(0, offset, rows[i]).DetachFromDisposeScope());
+            offset += rows[i];
+        }
+        return caches; // the views keep the blocks' storage alive; the block handles go now
+    }
+
+    /// <summary>
+    /// Fills the cache from θ_p for its reference batch: one no-grad forward, then the head a chunk of positions at a
+    /// time (no [N, V] tensor).
+    /// </summary>
+    public TopKLogProbs Fill(CausalLM model, PretrainedModel pretrained, Tensor inputIds, Tensor attentionMask, long? chunkRows = null)
+    {
         using var _ = torch.no_grad();
         using var scope = torch.NewDisposeScope();
-        long kk = Math.Min(k, model.Config.VocabSize - 1);
         var at = attentionMask.reshape(-1).ne(0).nonzero().squeeze(1);
+        if (at.shape[0] != Rows) throw new ArgumentException($"the cache has {Rows} rows, the reference batch {at.shape[0]} valid positions");
         var hidden = pretrained.HiddenStates(inputIds, attentionMask);
         var rows = hidden.reshape(-1, hidden.shape[^1]).index_select(0, at);
         long n = rows.shape[0], chunk = ChunkedHead.RowsPerChunk(model, chunkRows);
-        var values = torch.empty(n, kk, dtype: ScalarType.Float32, device: rows.device);
-        var indices = torch.empty(n, kk, dtype: ScalarType.Int32, device: rows.device);
-        var rest = torch.empty(n, dtype: ScalarType.Float32, device: rows.device);
         for (long s = 0; s < n; s += chunk)
         {
             using var inner = torch.NewDisposeScope();
             long c = Math.Min(chunk, n - s);
             var lp = pretrained.LogProbs(rows.narrow(0, s, c)).to_type(ScalarType.Float32);
-            var (top, idx) = lp.topk((int)kk, -1);
-            values.narrow(0, s, c).copy_(top);
-            indices.narrow(0, s, c).copy_(idx);
+            var (top, idx) = lp.topk((int)K, -1);
+            LogProbs.narrow(0, s, c).copy_(top);
+            Indices.narrow(0, s, c).copy_(idx);
             // log of the mass outside the top k, from the log-probs themselves (1 − Σ top would cancel catastrophically).
-            rest.narrow(0, s, c).copy_(lp.scatter(-1, idx, torch.full_like(idx, double.NegativeInfinity, dtype: lp.dtype)).logsumexp(-1));
+            RestLogProb.narrow(0, s, c).copy_(lp.scatter(-1, idx, torch.full_like(idx, double.NegativeInfinity, dtype: lp.dtype)).logsumexp(-1));
         }
-        return new TopKLogProbs(values.DetachFromDisposeScope(), indices.DetachFromDisposeScope(), rest.DetachFromDisposeScope());
+        return this;
+    }
+
+    /// <summary>The cache of one reference batch (<see cref="Allocate"/> for one, then <see cref="Fill"/>).</summary>
+    public static TopKLogProbs Compute(CausalLM model, PretrainedModel pretrained, Tensor inputIds, Tensor attentionMask, int k, long? chunkRows = null)
+    {
+        long rows = attentionMask.ne(0).sum().item<long>();
+        var cache = Allocate([rows], k, model.Config.VocabSize, inputIds.device)[0];
+        try { return cache.Fill(model, pretrained, inputIds, attentionMask, chunkRows); }
+        catch { cache.Dispose(); throw; }
     }
 
     public void Dispose() { LogProbs.Dispose(); Indices.Dispose(); RestLogProb.Dispose(); }
