@@ -22,9 +22,15 @@ namespace ML.Finetune.Training;
 /// </summary>
 public sealed class ConversationEncoder
 {
+    readonly string _lengthSetting, _everyTokenSetting;
+
+    /// <param name="lengthSetting">How errors name the length limit (a host such as the CLI names its own option).</param>
+    /// <param name="everyTokenSetting">How errors name the switch to train on every token.</param>
     public ConversationEncoder(CausalLMTokenizer tokenizer, ChatTemplate template, int maxSequenceLength, bool assistantOnlyLoss = true,
-        ChatTemplateOptions? templateOptions = null)
+        ChatTemplateOptions? templateOptions = null, string lengthSetting = "MaxSequenceLength", string everyTokenSetting = "AssistantOnlyLoss = false")
     {
+        _lengthSetting = lengthSetting;
+        _everyTokenSetting = everyTokenSetting;
         Tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
         Template = template ?? throw new ArgumentNullException(nameof(template));
         if (maxSequenceLength < 2) throw new ArgumentOutOfRangeException(nameof(maxSequenceLength), "MaxSequenceLength must be at least 2.");
@@ -47,8 +53,8 @@ public sealed class ConversationEncoder
         var labels = ids.Select((id, j) => !AssistantOnlyLoss || t.TrainedMask[j] ? id : FinetuneObjective.IgnoreIndex).ToArray();
         if (AssistantOnlyLoss && !t.TrainedMask.Skip(1).Any(m => m))
             throw new ArgumentException($"{where}: the conversation has no assistant message to train on (roles: " +
-                $"{string.Join(", ", messages.Select(m => m.Role))}); with AssistantOnlyLoss only assistant messages are trained. " +
-                "Remove it, or set AssistantOnlyLoss = false to train on every token.");
+                $"{string.Join(", ", messages.Select(m => m.Role))}); only assistant messages are trained by default. " +
+                $"Remove it, or set {_everyTokenSetting} to train on every token.");
         CheckLength(ids.Length, where);
         return new EncodedExample(ids, labels);
     }
@@ -97,8 +103,8 @@ public sealed class ConversationEncoder
     void CheckLength(int n, string where)
     {
         if (n <= MaxSequenceLength) return;
-        throw new ArgumentException($"{where}: the conversation is {n} tokens long with the chat template, more than MaxSequenceLength " +
+        throw new ArgumentException($"{where}: the conversation is {n} tokens long with the chat template, more than {_lengthSetting} " +
             $"{MaxSequenceLength} (at most the model's context). Conversations are never cut, since their assistant messages are what " +
-            "trains: shorten or split the conversation, or raise MaxSequenceLength if it is below the model's context.");
+            $"trains: shorten or split the conversation, or raise {_lengthSetting} if it is below the model's context.");
     }
 }
