@@ -23,9 +23,10 @@ public sealed record DataLine(int Line, string? Prompt = null, string? Completio
 /// </summary>
 public sealed record TrainingDataFile(string Path, FinetuneDataFormat Format, string Detected, IReadOnlyList<DataLine> Lines)
 {
-    public const string Help = "training data, format detected from the file: .jsonl with {\"messages\": [{\"role\", \"content\"}, ...]} " +
-        "(conversations), {\"text\": ...} (plain text) or {\"prompt\", \"completion\"} per line; .csv with a header messages, text or " +
-        "prompt,completion; .txt (plain text, one example per blank-line-separated paragraph)";
+    public const string Help = "training data, format detected from the file: .jsonl, one object per line with a field \"messages\" " +
+        "([{\"role\", \"content\"}, ...]: conversations), \"text\" (plain text) or fields \"prompt\" and \"completion\" (the " +
+        "completion is what the model learns to write after the prompt); .csv with a header row prompt,completion, text or messages; " +
+        ".txt: plain text, one example per blank-line-separated paragraph";
 
     /// <summary>"4 conversations (.jsonl, field \"messages\")".</summary>
     public string Summary => $"{Lines.Count} {Noun(Format, Lines.Count)} ({Detected})";

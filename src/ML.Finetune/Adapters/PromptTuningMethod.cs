@@ -50,7 +50,7 @@ public sealed record PromptTuningOptions
 /// Prompt tuning (Lester et al. 2021): k learned vectors f_1..f_k ∈ ℝ^d are prepended to the token embeddings at the
 /// input layer only; every base parameter is frozen. The attention mask gets k leading ones and the real tokens take
 /// positions k..k+T-1 (PEFT runs the model on the concatenated embeddings, so the positions simply continue).
-/// <see cref="Logits"/> drops the k virtual rows; <see cref="FullLogits"/> keeps them (PEFT's output layout).
+/// <see cref="HiddenStates"/> drops the k virtual rows; <see cref="FullLogits"/> keeps them (PEFT's output layout).
 /// </summary>
 public sealed class PromptTuningMethod : IFinetuneMethod, IDisposable
 {
