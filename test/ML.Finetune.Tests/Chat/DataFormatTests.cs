@@ -144,3 +144,39 @@ public class DataFormatTests : IDisposable
         for (int k = 1; k < windows.Count; k++) Assert.Equal(windows[k - 1].InputIds[^1], windows[k].InputIds[0]);
     }
 }
+
+/// <summary>
+/// Where chat generation stops: <see cref="ChatTemplate.EndOfTurnTokenIds"/> finds the token each of the 12 real templates
+/// ends an assistant turn with (tokenized by the tiny chat tokenizer, which has every control token as a special token).
+/// </summary>
+public class EndOfTurnTests
+{
+    [Theory]
+    [InlineData("llama-3.1-instruct", "<|eot_id|>")]
+    [InlineData("llama-3.2-instruct", "<|eot_id|>")]
+    [InlineData("qwen2.5-instruct", "<|im_end|>")]
+    [InlineData("qwen3", "<|im_end|>")]
+    [InlineData("smollm2-instruct", "<|im_end|>")]
+    [InlineData("deepseek-r1-distill-qwen", "<｜end▁of▁sentence｜>")]
+    [InlineData("mistral-7b-instruct-v0.3", "</s>")]
+    [InlineData("phi-3-mini-4k-instruct", "<|end|>")]
+    [InlineData("phi-3.5-mini-instruct", "<|end|>")]
+    [InlineData("phi-4-mini-instruct", "<|end|>")]
+    [InlineData("gemma-2-it", "<end_of_turn>")]
+    [InlineData("gemma-3-it", "<end_of_turn>")]
+    public void EachTemplatesEndOfTurnToken_IsFound(string template, string expected)
+    {
+        string chat = Path.Combine(AppContext.BaseDirectory, "Chat", "Fixtures");
+        var tokenizer = CausalLMTokenizer.FromFolder(Path.Combine(chat, "tiny-chat-tokenizer"));
+        var ids = ChatTemplate.FromFolder(Path.Combine(chat, "templates", template)).EndOfTurnTokenIds(tokenizer);
+        Assert.Equal([expected], ids.Select(i => tokenizer.Decode([i], skipSpecial: false)));
+    }
+
+    [Fact]
+    public void A_template_that_ends_turns_with_plain_text_has_no_end_of_turn_token()
+    {
+        var tokenizer = CausalLMTokenizer.FromFolder(Path.Combine(AppContext.BaseDirectory, "Chat", "Fixtures", "tiny-chat-tokenizer"));
+        var plain = new ChatTemplate("{% for m in messages %}{{ m.role }}: {{ m.content }}\n\n{% endfor %}");
+        Assert.Empty(plain.EndOfTurnTokenIds(tokenizer));
+    }
+}
