@@ -18,7 +18,11 @@ namespace ML.Finetune.Bench;
 public static class PackingBench
 {
     sealed record Settings(int Examples = 256, int Layers = 4, int Batch = 8, int MaxLength = 512, double Median = 64, double Sigma = 1.0,
-        int Threads = 2, string Method = "lora", string DType = "auto", long Seed = 1, int Runs = 1);
+        int Threads = 2, string Method = "lora", string DType = "auto", long Seed = 1, int Runs = 1, int? PackedBatch = null)
+    {
+        /// <summary>Rows per packed step (default: the padded batch; fewer rows per step match the padded steps' memory).</summary>
+        public int PackedRows => PackedBatch ?? Batch;
+    }
 
     public static int Run(string[] args)
     {
@@ -40,10 +44,10 @@ public static class PackingBench
                           $"mean {examples.Average(e => e.Length):F1}, max {examples.Max(e => e.Length)}, {tokens:N0} tokens, {labels:N0} label tokens");
         Console.WriteLine($"CPU: {Cpu()}; flags: {Flags()}; load avg before: {LoadAvg()}");
         long paddedSlots = Batches(examples, s.Batch).Sum(b => (long)b.Count * b.Max(e => e.Length));
-        long packedSlots = Batches(packed, s.Batch).Sum(b => (long)b.Count * b.Max(e => e.Length));
+        long packedSlots = Batches(packed, s.PackedRows).Sum(b => (long)b.Count * b.Max(e => e.Length));
         Console.WriteLine($"padded: {examples.Count} rows in {(examples.Count + s.Batch - 1) / s.Batch} steps, {paddedSlots:N0} token slots " +
-                          $"({100.0 * tokens / paddedSlots:F1}% real); packed: {packed.Count} rows in {(packed.Count + s.Batch - 1) / s.Batch} steps, " +
-                          $"{packedSlots:N0} token slots ({100.0 * tokens / packedSlots:F1}% real)");
+                          $"({100.0 * tokens / paddedSlots:F1}% real, batch {s.Batch}); packed: {packed.Count} rows in {(packed.Count + s.PackedRows - 1) / s.PackedRows} steps, " +
+                          $"{packedSlots:N0} token slots ({100.0 * tokens / packedSlots:F1}% real, batch {s.PackedRows} rows)");
 
         Warm(cfg, dtype, s, examples);
         Console.WriteLine("| run | mode | steps | wall s | label tokens/s | speed-up |");
@@ -51,7 +55,7 @@ public static class PackingBench
         for (int run = 1; run <= s.Runs; run++)
         {
             var (padSteps, padSeconds) = Epoch(cfg, dtype, s, examples);
-            var (packSteps, packSeconds) = Epoch(cfg, dtype, s, packed);
+            var (packSteps, packSeconds) = Epoch(cfg, dtype, s with { Batch = s.PackedRows }, packed);
             Console.WriteLine($"| {run} | padded | {padSteps} | {padSeconds:F1} | {labels / padSeconds:F0} | 1.00 |");
             Console.WriteLine($"| {run} | packed | {packSteps} | {packSeconds:F1} | {labels / packSeconds:F0} | {padSeconds / packSeconds:F2} |");
         }
@@ -122,8 +126,9 @@ public static class PackingBench
                 "--dtype" => s with { DType = Next() },
                 "--seed" => s with { Seed = long.Parse(Next()) },
                 "--runs" => s with { Runs = int.Parse(Next()) },
+                "--packed-batch" => s with { PackedBatch = int.Parse(Next()) },
                 _ => throw new ArgumentException($"unknown option {a[i]}: --packing [--examples 256] [--layers 4] [--batch 8] [--max-length 512] " +
-                                                 "[--median 64] [--sigma 1] [--threads 2] [--method lora|full] [--dtype auto|fp32|bf16] [--seed 1] [--runs 1]"),
+                                                 "[--median 64] [--sigma 1] [--threads 2] [--method lora|full] [--dtype auto|fp32|bf16] [--seed 1] [--runs 1] [--packed-batch n]"),
             };
         }
         if (s.Method is not ("lora" or "full")) throw new ArgumentException("--method must be lora or full");

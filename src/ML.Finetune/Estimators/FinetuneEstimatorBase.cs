@@ -35,17 +35,6 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
     /// <summary>A new, unattached method instance.</summary>
     protected abstract IFinetuneMethod CreateMethod();
 
-    /// <summary>Throws ArgumentOutOfRangeException when the column is missing and ArgumentException when it is not text.</summary>
-    public static void CheckTextColumn(DataViewSchema schema, string name, string role)
-    {
-        var col = schema.GetColumnOrNull(name);
-        if (col is null)
-            throw new ArgumentOutOfRangeException(name, $"The {role} column '{name}' was not found in the input data; expected a column of type Text (string). " +
-                $"Columns present: {string.Join(", ", schema.Select(c => c.Name))}.");
-        if (col.Value.Type is not TextDataViewType)
-            throw new ArgumentException($"The {role} column '{name}' has type {col.Value.Type}; expected Text (string).", name);
-    }
-
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         DataFormatColumns.ForTraining(inputSchema, DataColumnNames.Of(Options), Options.DataFormat, "input schema");
