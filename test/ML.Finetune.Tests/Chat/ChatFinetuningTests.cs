@@ -115,6 +115,26 @@ public class ChatFinetuningTests : IDisposable
     }
 
     [Fact]
+    public void ValidationAndKlReferenceData_AcceptConversations()
+    {
+        // Validation loss = mean CE over the validation conversations' assistant tokens, which for one-turn conversations is
+        // what Transform scores (the final assistant message): −ΣScore / Σtokens at the final weights.
+        string model = TinyChatModel.Create(Path.Combine(_dir, "model"));
+        var ml = new MLContext(1);
+        var validation = ml.Data.LoadFromEnumerable(new[] { ("Capital of France?", "Paris."), ("Say hi.", "Hello there!") }
+            .Select(x => new Conversation { Messages = TinyChatModel.Json(x.Item1, x.Item2) }));
+        var o = Lora(model, steps: 3);
+        o.ValidationData = validation; o.KlPenalty = 0.5; o.ReferenceTextData = Conversations(ml);
+        using var fitted = ml.Transforms.LoraFinetune(o).Fit(Conversations(ml));
+        var h = fitted.TrainingHistory.Records;
+        Assert.Equal(0, h[0].KL, 6); // θ = θ_p before the first update (LoRA's B starts at 0)
+        Assert.True(h[^1].KL > 1e-4, $"KL {h[^1].KL}");
+        var scored = ml.Data.CreateEnumerable<Reply>(fitted.Transform(validation), false).ToList();
+        double tokens = scored.Sum(r => Math.Round(r.Score / r.ScorePerToken));
+        Assert.Equal(-scored.Sum(r => (double)r.Score) / tokens, h[^1].ValLoss, 4);
+    }
+
+    [Fact]
     public void PlainText_ContinuedPretraining_TrainsEveryToken_AndScoresTheText()
     {
         string model = TinyChatModel.Create(Path.Combine(_dir, "model"));

@@ -70,8 +70,8 @@ public sealed class CliUnderMpiTests : IDisposable
     [MpiFact]
     public void PackedConversationsUnderMpirunEqualOneProcess()
     {
-        // 8 conversations packed into 3 rows of 128 tokens: the global batch of rows splits 2 + 1 across the ranks, and the
-        // CE divisor stays the whole batch's target count.
+        // 8 conversations packed into a few rows of 128 tokens: each rank takes its shard of the global batch of rows, and
+        // the CE divisor stays the whole batch's target count.
         string model = ML.Finetune.Tests.Chat.TinyChatModel.Create(Path.Combine(_dir, "chat-model"));
         string data = Path.Combine(_dir, "chats.jsonl");
         var exchanges = ML.Finetune.Tests.Chat.TinyChatModel.Exchanges;
