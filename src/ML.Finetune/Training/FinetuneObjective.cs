@@ -7,7 +7,10 @@ namespace ML.Finetune.Training;
 /// <summary>A right-padded training batch: ids [B,T] int64, mask [B,T] (1 = real token), labels [B,T] with −100 on prompt and pad positions.</summary>
 public sealed record TrainingBatch(Tensor InputIds, Tensor AttentionMask, Tensor Labels) : IDisposable
 {
-    public void Dispose() { InputIds.Dispose(); AttentionMask.Dispose(); Labels.Dispose(); }
+    /// <summary>Positions and sequence ids when rows hold several packed sequences (null otherwise).</summary>
+    public SequencePacking? Packing { get; init; }
+
+    public void Dispose() { InputIds.Dispose(); AttentionMask.Dispose(); Labels.Dispose(); Packing?.Dispose(); }
 }
 
 /// <summary>
@@ -133,7 +136,7 @@ public sealed class FinetuneObjective
         long? targetCount = null, bool includeL2 = true)
     {
         Tensor ce;
-        if (batch is not null) ce = CrossEntropy(method.Logits(model, batch.InputIds, batch.AttentionMask), batch.Labels, targetCount);
+        if (batch is not null) ce = CrossEntropy(method.Logits(model, batch.InputIds, batch.AttentionMask, batch.Packing), batch.Labels, targetCount);
         else if (targetCount is 0) throw NoTargets();
         else ce = torch.zeros(1, dtype: ScalarType.Float32, device: model.Device).squeeze();
         var total = ce;
