@@ -24,6 +24,7 @@ if (args.Length > 0 && args[0] == "--child")
 }
 
 if (args.Length > 0 && args[0] == "--tokenizer") return TokenizerBench.Run(args);
+if (args.Length > 0 && args[0] == "--packing") return PackingBench.Run(args);
 if (args.Length > 0 && args[0] == "--data-parallel") return DataParallelProbe.Parent(args);
 if (args.Length > 1 && args[0] == "--dp-child") return DataParallelProbe.ChildRun(args[1]); // one rank (or alone), started by --data-parallel
 if (args.Length > 0 && args[0] == "--load-child")

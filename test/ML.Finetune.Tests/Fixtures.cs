@@ -39,10 +39,28 @@ internal static class Fixtures
         return a.to_type(ScalarType.Float64).sub(b.to_type(ScalarType.Float64)).abs().max().item<double>();
     }
 
+    /// <summary>
+    /// A new folder under the system temp folder, removed when the test process exits (tests that clean up earlier
+    /// may do so; the exit handler only removes what is still there), so a test run leaves nothing behind in /tmp.
+    /// </summary>
     public static string TempDir()
     {
         var d = Path.Combine(Path.GetTempPath(), "mlft-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(d);
+        s_tempDirs.Add(d);
         return d;
+    }
+
+    static readonly System.Collections.Concurrent.ConcurrentBag<string> s_tempDirs = CreateTempDirRegistry();
+
+    static System.Collections.Concurrent.ConcurrentBag<string> CreateTempDirRegistry()
+    {
+        var bag = new System.Collections.Concurrent.ConcurrentBag<string>();
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            foreach (var d in bag)
+                try { if (Directory.Exists(d)) Directory.Delete(d, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        };
+        return bag;
     }
 }

@@ -10,8 +10,7 @@ public static class CliDefinition
 {
     public const string Name = "ML.Finetune.Samples";
     public static readonly string[] FinetuneMethodNames = ["full", "lora", "prompt", "prefix"];
-    public const string DataHelp = "prompt/completion pairs: .jsonl, one object per line with string fields \"prompt\" and \"completion\" " +
-                                   "(the completion is what the model learns to write after the prompt, e.g. \" Boston\"), or .csv with a header row prompt,completion";
+    public const string DataHelp = TrainingDataFile.Help;
 
     public static RootCommand Build()
     {
@@ -88,8 +87,25 @@ public static class CliDefinition
         "compute dtype: auto picks bfloat16 on CUDA and on CPUs with AVX512-BF16/AMX, float32 elsewhere (see `info`)", "auto");
 
     public static Option<int?> MaxLengthOption() => OptionalIntOption("--max-length", 2,
-        "maximum tokens of prompt + completion + eos; longer prompts are cut from the left, a completion that does not fit is an error; " +
+        "maximum tokens of an example (and of a packed row); prompt/completion: longer prompts are cut from the left, a completion that " +
+        "does not fit is an error; a conversation that does not fit is an error; a longer text is split into windows; " +
         "default and maximum: the model's context (max_position_embeddings)");
+
+    /// <summary>The data-format and packing options of `finetune` and `sweep`.</summary>
+    public static Option[] DataOptions() =>
+    [
+        new Option<bool>("--packing")
+        {
+            Description = "sequence packing: concatenate examples into rows of --max-length tokens (each keeps its own positions and attention), " +
+                          "the same loss with far less padding; the batch of 16 then counts rows",
+        },
+        new Option<bool>("--all-tokens") { Description = "conversations: train on every token, not only the assistant messages (the default)" },
+        new Option<string>("--targets")
+        {
+            Description = "LoRA target modules, comma-separated (e.g. q_proj,v_proj,lm_head) or all-linear; default: PEFT's for the family (lora)",
+            HelpName = "list",
+        },
+    ];
 
     /// <summary>An integer option without a default (null when absent).</summary>
     public static Option<int?> OptionalIntOption(string name, int min, string description) => new(name)

@@ -64,4 +64,7 @@ public static class Commands
     internal static void Warn(ParseResult a, string message) => Err(a).WriteLine($"warning: {message}");
 
     public sealed class PromptCompletionRow { public string Prompt { get; set; } = ""; public string Completion { get; set; } = ""; }
+    /// <summary>A conversation as JSON text (the estimator's Messages column).</summary>
+    public sealed class MessagesRow { public string Messages { get; set; } = ""; }
+    public sealed class TextRow { public string Text { get; set; } = ""; }
 }

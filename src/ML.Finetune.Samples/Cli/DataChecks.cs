@@ -1,4 +1,6 @@
 using System.CommandLine;
+using ML.Finetune.Chat;
+using ML.Finetune.Estimators;
 using ML.Finetune.Models;
 using ML.Finetune.Samples.Experiment;
 using ML.Finetune.Tokenization;
@@ -16,6 +18,35 @@ internal static class DataChecks
         if (a.GetValue<int?>("--max-length") is not int n) return context;
         if (n > context) Commands.Warn(a, $"--max-length {n} is beyond the model's context of {context} tokens; using {context}");
         return Math.Min(n, context);
+    }
+
+    /// <summary>
+    /// Checks every example of <paramref name="file"/> the way Fit will encode it, so a problem names the file and its line
+    /// before any training: completions (+ eos) must fit next to a prompt token, conversations must render with the chat
+    /// template, fit whole and (by default) hold an assistant message; texts are split into windows and need no check.
+    /// </summary>
+    public static void Fits(TrainingDataFile file, CausalLMTokenizer tokenizer, ChatTemplate? template, int maxLength, int context,
+        bool assistantOnly = true, string? lengthOption = "--max-length")
+    {
+        switch (file.Format)
+        {
+            case FinetuneDataFormat.PromptCompletion:
+                CompletionsFit(file.Lines.Select(l => new PromptCompletionLine(new QaPair(l.Prompt!, l.Completion!), l.Line)).ToList(), file.Path,
+                    tokenizer, maxLength, context, lengthOption);
+                break;
+            case FinetuneDataFormat.Conversation:
+                if (template is null)
+                    throw new InvalidDataException($"{file.Path} holds conversations, but the model has no chat template (neither chat_template.jinja " +
+                                                   "nor a chat_template field in tokenizer_config.json); use an instruct model's folder or add its template");
+                var encoder = new ConversationEncoder(tokenizer, template, maxLength, assistantOnly,
+                    lengthSetting: lengthOption ?? "the model's maximum length", everyTokenSetting: "--all-tokens");
+                foreach (var line in file.Lines)
+                {
+                    try { encoder.Encode(line.Messages!, $"{file.Path}:{line.Line}"); }
+                    catch (ArgumentException e) { throw new InvalidDataException(e.Message, e); }
+                }
+                break;
+        }
     }
 
     /// <summary>

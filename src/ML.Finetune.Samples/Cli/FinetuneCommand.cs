@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
 using Microsoft.ML;
+using ML.Finetune.Chat;
 using ML.Finetune.Estimators;
 using ML.Finetune.Models;
 using ML.Finetune.Persistence;
@@ -14,7 +15,8 @@ using ML.Finetune.Transformers;
 namespace ML.Finetune.Samples.Cli;
 
 /// <summary>
-/// `finetune`: the library's ML.NET estimator on a prompt/completion file. Writes into --out: model.zip
+/// `finetune`: the library's ML.NET estimator on a data file (conversations, plain text or prompt/completion pairs, detected
+/// from the file: <see cref="TrainingDataFile"/>). Writes into --out: model.zip
 /// (mlContext.Model.Save), history.csv, loss.png and the weights as an HF folder hf/ (full) or a PEFT adapter folder
 /// adapter/ (lora, prompt, prefix). Training keeps checkpoints in --out/.ml-finetune/checkpoints (every
 /// --checkpoint-every steps, and when interrupted), so rerunning the same command resumes bit-exactly.
@@ -47,6 +49,7 @@ public static class FinetuneCommand
             CliDefinition.OverwriteOption(),
             CliDefinition.NoProgressOption(),
         };
+        foreach (var o in CliDefinition.DataOptions()) cmd.Add(o);
         cmd.SetAction(Run);
         return cmd;
     }
@@ -62,8 +65,10 @@ public static class FinetuneCommand
         var recipe = EstimatorRecipe.From(a, out var config);
         using var folder = OutputFolder.Open(Name, a.GetValue<string>("--out")!, overwrite, ["model.zip", "history.csv", "loss.png", weights],
             ("--model", model), ("--data", data));
-        var rows = PromptCompletionFile.LoadLines(data);
-        DataChecks.CompletionsFit(rows, data, CausalLMTokenizer.FromFolder(model), recipe.MaxLength, config.MaxPositionEmbeddings);
+        var file = TrainingDataFile.Load(data);
+        output.WriteLine($"data: {data}: {file.Summary}{(recipe.Packing ? ", packed into rows of " + recipe.MaxLength + " tokens" : "")}");
+        DataChecks.Fits(file, CausalLMTokenizer.FromFolder(model), ChatTemplate.FolderHasTemplate(model) ? ChatTemplate.FromFolder(model) : null,
+            recipe.MaxLength, config.MaxPositionEmbeddings, !recipe.AllTokens);
         CliCancellation.Token.ThrowIfCancellationRequested();
 
         var settings = recipe.Describe(lr);
@@ -73,8 +78,8 @@ public static class FinetuneCommand
 
         var ml = new MLContext(recipe.Seed);
         using var cancel = CliCancellation.Token.Register(() => HostAccess.CancelExecution(ml));
-        var dv = ml.Data.LoadFromEnumerable(rows.Select(r => new Commands.PromptCompletionRow { Prompt = r.Pair.Prompt, Completion = r.Pair.Completion }));
-        var estimator = recipe.Create(ml, lr, folder.CheckpointPath, a.GetValue<int>("--checkpoint-every"));
+        var dv = file.ToDataView(ml);
+        var estimator = recipe.Create(ml, lr, folder.CheckpointPath, a.GetValue<int>("--checkpoint-every"), file.Format);
         var progress = ProgressReporter.For(output, a.GetValue<bool>("--no-progress"));
         estimator.ProgressCallback = p => progress.Step(null, p.Record.Step + 1, p.TotalSteps, p.Record.TrainLoss, p.Tokens);
         if (resumeFrom > 0) output.WriteLine($"resuming from the checkpoint at step {resumeFrom}/{steps} in {folder.CheckpointPath}");
@@ -111,7 +116,7 @@ public static class FinetuneCommand
             folder.Commit();
             folder.EndRun();
             var last = transformer.TrainingHistory.Records[^1];
-            output.WriteLine($"finetuned ({method}) on {rows.Count} examples of {data}, {transformer.TrainingHistory.Records.Count} steps" +
+            output.WriteLine($"finetuned ({method}) on {file.Lines.Count} {TrainingDataFile.Noun(file.Format, file.Lines.Count)} of {data}, {transformer.TrainingHistory.Records.Count} steps" +
                              (resumeFrom > 0 ? $" (resumed at {resumeFrom})" : "") + $", final loss {last.TrainLoss:F3}, ‖θ−θ_p‖₂ {last.Distance:F3}, " +
                              $"{sw.Elapsed.TotalSeconds:F0} s → {folder.FullPath}/model.zip, history.csv, loss.png, {weights}/");
         }

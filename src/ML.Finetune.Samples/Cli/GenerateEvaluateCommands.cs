@@ -2,6 +2,8 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using Microsoft.ML;
+using ML.Finetune.Chat;
+using ML.Finetune.Estimators;
 using ML.Finetune.Evaluation;
 using ML.Finetune.Samples.Experiment;
 using ML.Finetune.Training;
@@ -14,14 +16,21 @@ public static class GenerateEvaluateCommands
     public static Command BuildGenerate()
     {
         var cmd = new Command("generate",
-            "greedy continuation of a prompt. Prompt + virtual tokens + new tokens must fit the model's context: a longer prompt is cut from the left " +
-            "(with a warning), the same way for --model and --zip")
+            "greedy continuation of a prompt, or with --chat the assistant's reply to a conversation (the model's chat template with the " +
+            "generation prompt; stops at the end-of-turn token). Prompt + virtual tokens + new tokens must fit the model's context: a longer " +
+            "prompt is cut from the left (with a warning), the same way for --model and --zip")
         {
             CliDefinition.DirOption("--model", false, "HF model folder"),
             CliDefinition.DirOption("--adapter", false, "PEFT adapter folder (LoRA, prompt or prefix tuning) for --model"),
             CliDefinition.FileOption("--zip", "ML.NET model.zip written by finetune (instead of --model)"),
             BaseModelOption(),
-            new Option<string>("--prompt") { Description = "prompt text", Required = true, HelpName = "text" },
+            new Option<string>("--prompt") { Description = "prompt text; with --chat: the user's message", HelpName = "text" },
+            new Option<bool>("--chat") { Description = "chat: apply the model's chat template to --prompt (one user message) or --messages and print the reply" },
+            new Option<string>("--messages")
+            {
+                Description = "with --chat: the conversation as JSON, [{\"role\": \"user\", \"content\": \"...\"}, ...] or {\"messages\": [...]}",
+                HelpName = "json",
+            },
             CliDefinition.IntOption("--max-tokens", 16, 1, "maximum new tokens"),
         };
         cmd.SetAction(Generate);
@@ -70,9 +79,26 @@ public static class GenerateEvaluateCommands
     {
         string? zip = a.GetValue<string>("--zip"), model = a.GetValue<string>("--model"), adapter = a.GetValue<string>("--adapter");
         if ((zip == null) == (model == null)) throw new CliException("give either --model <dir> or --zip <model.zip>");
+        string? prompt = a.GetValue<string>("--prompt"), messages = a.GetValue<string>("--messages");
+        bool chat = a.GetValue<bool>("--chat");
+        if (messages != null && !chat) throw new CliException("option '--messages' needs --chat");
+        if ((prompt == null) == (messages == null))
+            throw new CliException(chat ? "give either --prompt <user message> or --messages <json> with --chat" : "option '--prompt' is required");
+        // Parse the conversation before loading the model: a typo should not cost a model load.
+        IReadOnlyList<ChatMessage>? conversation = !chat ? null
+            : messages != null ? ParseMessages(messages) : [ChatMessage.User(prompt!)];
         using var loaded = Load(a, model, adapter, zip);
-        Commands.Out(a).WriteLine(loaded.Generate(a.GetValue<string>("--prompt")!, a.GetValue<int>("--max-tokens"), m => Commands.Warn(a, m)));
+        int maxTokens = a.GetValue<int>("--max-tokens");
+        Commands.Out(a).WriteLine(conversation != null
+            ? loaded.GenerateChat(conversation, maxTokens, m => Commands.Warn(a, m))
+            : loaded.Generate(prompt!, maxTokens, m => Commands.Warn(a, m)));
         return 0;
+    }
+
+    static IReadOnlyList<ChatMessage> ParseMessages(string json)
+    {
+        try { return ChatConversation.Parse(json, "--messages"); }
+        catch (FormatException e) { throw new CliException(e.Message); }
     }
 
     static int Evaluate(ParseResult a)
@@ -98,7 +124,7 @@ public static class GenerateEvaluateCommands
         return 0;
     }
 
-    /// <summary>One scored row of a model.zip's Transform output.</summary>
+    /// <summary>One scored row of a model.zip's Transform output, per data format.</summary>
     public sealed class ScoredRow
     {
         public string Prompt { get; set; } = "";
@@ -108,34 +134,73 @@ public static class GenerateEvaluateCommands
         public float ScorePerToken { get; set; }
     }
 
-    /// <summary>Exact match, mean NLL and perplexity of a model.zip on prompt/completion pairs (mlContext.Finetune().Evaluate), optionally per row.</summary>
+    public sealed class ScoredConversation
+    {
+        public string Messages { get; set; } = "";
+        public string GeneratedText { get; set; } = "";
+        public float Score { get; set; }
+        public float ScorePerToken { get; set; }
+    }
+
+    public sealed class ScoredText
+    {
+        public string Text { get; set; } = "";
+        public string GeneratedText { get; set; } = "";
+        public float Score { get; set; }
+        public float ScorePerToken { get; set; }
+    }
+
+    /// <summary>
+    /// Mean NLL, perplexity and (where there is an expected reply) exact match of a model.zip on a data file of any format
+    /// (mlContext.Finetune().Evaluate), optionally per row. Conversations are scored on their final assistant message,
+    /// which must be there; texts on every token.
+    /// </summary>
     static int EvaluateData(ParseResult a, string zip, string data, string? predictions)
     {
         if (predictions != null) OutputFile.Check("--predictions", predictions, a.GetValue<bool>("--overwrite"), ("--data", data), ("--zip", zip));
-        var rows = PromptCompletionFile.LoadLines(data);
+        var file = TrainingDataFile.Load(data);
         var ml = new MLContext(0);
         using var cancel = CliCancellation.Token.Register(() => Persistence.HostAccess.CancelExecution(ml));
         using var loaded = Load(a, null, null, zip);
         var t = loaded.Transformer!;
         int max = ExampleEncoder.EffectiveMaxLength(t.Settings.MaxSequenceLength, t.Model.Config);
-        DataChecks.CompletionsFit(rows, data, t.Tokenizer, max, t.Model.Config.MaxPositionEmbeddings, lengthOption: null);
-        var input = ml.Data.LoadFromEnumerable(rows.Select(r => new Commands.PromptCompletionRow { Prompt = r.Pair.Prompt, Completion = r.Pair.Completion }));
+        DataChecks.Fits(file, t.Tokenizer, t.ChatTemplate, max, t.Model.Config.MaxPositionEmbeddings, assistantOnly: false, lengthOption: null);
+        if (file.Format == FinetuneDataFormat.Conversation && file.Lines.FirstOrDefault(l => l.Messages![^1].Role != "assistant") is { } open)
+            throw new InvalidDataException($"{data}:{open.Line}: the conversation does not end with an assistant message, so there is no reply to compare with");
+        var output = t.Transform(file.ToDataView(ml));
         // Generation runs once: the scored rows feed both the metrics and the per-row file.
-        var scored = ml.Data.CreateEnumerable<ScoredRow>(t.Transform(input), reuseRowObject: false).ToList();
-        var metrics = ml.Finetune().Evaluate(ml.Data.LoadFromEnumerable(scored));
-        if (predictions != null) OutputFile.Write(predictions, tmp => File.WriteAllText(tmp, PredictionsCsv(scored), new UTF8Encoding(false)));
-        Commands.Out(a).WriteLine($"{metrics.RowCount} rows of {data}: exact match {ReportWriter.Pct(metrics.ExactMatchAccuracy)}, " +
+        (IDataView Scored, string Csv) Rows<T>(Func<T, string[]> csv, string header) where T : class, new()
+        {
+            var rows = ml.Data.CreateEnumerable<T>(output, reuseRowObject: false).ToList();
+            return (ml.Data.LoadFromEnumerable(rows), PredictionsCsv(header, rows.Select(csv)));
+        }
+        static string Nll(float perToken) => (-perToken).ToString("R", CultureInfo.InvariantCulture);
+        static string Match(string expected, string generated) => FinetuneMetrics.IsExactMatch(expected, generated) ? "true" : "false";
+        var (scored, csvText) = file.Format switch
+        {
+            FinetuneDataFormat.Conversation => Rows<ScoredConversation>(r =>
+            {
+                var m = Chat.ChatConversation.Parse(r.Messages);
+                string expected = m[^1].Content ?? "";
+                return [Chat.ChatConversation.ToJson(m.Take(m.Count - 1)), expected, r.GeneratedText, Match(expected, r.GeneratedText), Nll(r.ScorePerToken)];
+            }, "messages,expected,generated,exact_match,nll"),
+            FinetuneDataFormat.Text => Rows<ScoredText>(r => [r.Text, r.GeneratedText, Nll(r.ScorePerToken)], "text,generated,nll"),
+            _ => Rows<ScoredRow>(r => [r.Prompt, r.Completion, r.GeneratedText, Match(r.Completion, r.GeneratedText), Nll(r.ScorePerToken)],
+                "prompt,expected,generated,exact_match,nll"),
+        };
+        var metrics = ml.Finetune().Evaluate(scored);
+        if (predictions != null) OutputFile.Write(predictions, tmp => File.WriteAllText(tmp, csvText, new UTF8Encoding(false)));
+        string exact = double.IsNaN(metrics.ExactMatchAccuracy) ? "" : $"exact match {ReportWriter.Pct(metrics.ExactMatchAccuracy)}, ";
+        Commands.Out(a).WriteLine($"{metrics.RowCount} rows of {data}: {exact}" +
                                   $"mean NLL {metrics.MeanNll:F4}, perplexity {metrics.Perplexity:F3}" + (predictions != null ? $"; per-row results in {predictions}" : ""));
         return 0;
     }
 
-    public static string PredictionsCsv(IEnumerable<ScoredRow> rows)
+    /// <summary>A header line and one CSV record per row (nll = mean negative log-likelihood per scored token).</summary>
+    public static string PredictionsCsv(string header, IEnumerable<string[]> rows)
     {
-        var sb = new StringBuilder("prompt,expected,generated,exact_match,nll\n");
-        foreach (var r in rows)
-            sb.Append(Csv(r.Prompt)).Append(',').Append(Csv(r.Completion)).Append(',').Append(Csv(r.GeneratedText)).Append(',')
-              .Append(FinetuneMetrics.IsExactMatch(r.Completion, r.GeneratedText) ? "true" : "false").Append(',')
-              .Append((-r.ScorePerToken).ToString("R", CultureInfo.InvariantCulture)).Append('\n');
+        var sb = new StringBuilder(header).Append('\n');
+        foreach (var r in rows) sb.Append(string.Join(',', r.Select(Csv))).Append('\n');
         return sb.ToString();
     }
 

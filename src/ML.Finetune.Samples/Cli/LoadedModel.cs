@@ -1,5 +1,6 @@
 using Microsoft.ML;
 using ML.Finetune.Adapters;
+using ML.Finetune.Chat;
 using ML.Finetune.Generation;
 using ML.Finetune.Models;
 using ML.Finetune.Tokenization;
@@ -15,10 +16,13 @@ namespace ML.Finetune.Samples.Cli;
 /// </summary>
 public sealed class LoadedModel : IDisposable
 {
-    LoadedModel(CausalLM model, CausalLMTokenizer tokenizer, IFinetuneMethod? method, FinetuneTransformer? transformer)
+    LoadedModel(CausalLM model, CausalLMTokenizer tokenizer, IFinetuneMethod? method, FinetuneTransformer? transformer, ChatTemplate? template)
     {
-        Model = model; Tokenizer = tokenizer; Method = method; Transformer = transformer;
+        Model = model; Tokenizer = tokenizer; Method = method; Transformer = transformer; ChatTemplate = template;
     }
+
+    /// <summary>The chat template (the zip's, else the model folder's), or null.</summary>
+    public ChatTemplate? ChatTemplate { get; }
 
     public CausalLM Model { get; }
     public CausalLMTokenizer Tokenizer { get; }
@@ -35,7 +39,7 @@ public sealed class LoadedModel : IDisposable
         {
             IFinetuneMethod? method = adapter == null ? null
                 : PeftType(adapter) == "LORA" ? PeftLoraIO.Import(m, adapter) : PeftPromptLearning.Load(adapter, m);
-            return new LoadedModel(m, tokenizer, method, null);
+            return new LoadedModel(m, tokenizer, method, null, ChatTemplate.FolderHasTemplate(model) ? ChatTemplate.FromFolder(model) : null);
         }
         catch { m.Dispose(); throw; }
     }
@@ -60,7 +64,7 @@ public sealed class LoadedModel : IDisposable
             (loaded as IDisposable)?.Dispose();
             throw new InvalidDataException($"{zip}: an ML.NET model, but not one written by finetune (it holds a {loaded.GetType().Name})");
         }
-        return new LoadedModel(t.Model, t.Tokenizer, t.Method, t);
+        return new LoadedModel(t.Model, t.Tokenizer, t.Method, t, t.ChatTemplate);
     }
 
     static Exception Explain(Exception root, string zip, string? baseModel)
@@ -98,20 +102,42 @@ public sealed class LoadedModel : IDisposable
     }
 
     /// <summary>
-    /// Greedy continuation of <paramref name="prompt"/>. Virtual tokens (prompt/prefix tuning), prompt and new tokens must
+    /// Greedy continuation of <paramref name="prompt"/> (see <see cref="GenerateFrom"/> for how the context is shared).
+    /// </summary>
+    public string Generate(string prompt, int maxTokens, Action<string> warn)
+    {
+        var ids = Tokenizer.Encode(prompt).Select(i => (long)i).ToList();
+        if (ids.Count == 0 && Tokenizer.EosId is int e) ids.Add(e);
+        if (ids.Count == 0) throw new ArgumentException("--prompt is empty and the tokenizer has neither bos nor eos to start from");
+        var eos = new HashSet<long>(Model.Config.EosTokenIds);
+        if (Tokenizer.EosId is int te) eos.Add(te);
+        return GenerateFrom(ids, maxTokens, eos, warn);
+    }
+
+    /// <summary>
+    /// The assistant's reply to a conversation: the chat template with the generation prompt, greedy generation that stops
+    /// at the template's end-of-turn token or an eos (<see cref="TextGenerator.ChatStopTokenIds"/>).
+    /// </summary>
+    public string GenerateChat(IReadOnlyList<ChatMessage> messages, int maxTokens, Action<string> warn)
+    {
+        var template = ChatTemplate ?? throw new InvalidOperationException(
+            "--chat needs a chat template, and the model has none (neither chat_template.jinja nor a chat_template field in tokenizer_config.json)");
+        var ids = Tokenizer.EncodeToIds(template.Render(messages, addGenerationPrompt: true), addSpecialTokens: false).Select(i => (long)i).ToList();
+        return GenerateFrom(ids, maxTokens, TextGenerator.ChatStopTokenIds(Model.Config, Tokenizer, template).ToHashSet(), warn);
+    }
+
+    /// <summary>
+    /// Greedy generation from prompt ids until a stop id. Virtual tokens (prompt/prefix tuning), prompt and new tokens must
     /// fit the model's context. A prompt that fits is kept whole and --max-tokens is capped at the room left; a prompt
     /// that does not fit is cut from the left (BOS kept), leaving room for min(--max-tokens, half the context) new tokens.
     /// Either adjustment is reported through <paramref name="warn"/>.
     /// </summary>
-    public string Generate(string prompt, int maxTokens, Action<string> warn)
+    string GenerateFrom(List<long> ids, int maxTokens, HashSet<long> stops, Action<string> warn)
     {
-        int context = Model.Config.MaxPositionEmbeddings, virtualTokens = VirtualTokens();
+        int context = Model.Config.MaxPositionEmbeddings, virtualTokens = TextGenerator.VirtualTokens(Model, Method);
         int room = context - virtualTokens;
         string where = $"the model's context of {context} tokens{Virtual(virtualTokens)}";
         if (room < 2) throw new InvalidOperationException($"{where} leaves no room for a prompt");
-        var ids = Tokenizer.Encode(prompt).Select(i => (long)i).ToList();
-        if (ids.Count == 0 && Tokenizer.EosId is int e) ids.Add(e);
-        if (ids.Count == 0) throw new ArgumentException("--prompt is empty and the tokenizer has neither bos nor eos to start from");
         int newTokens = maxTokens;
         if (ids.Count + maxTokens > room && ids.Count < room)
         {
@@ -126,27 +152,13 @@ public sealed class LoadedModel : IDisposable
                  $"(cut from the left{(Tokenizer.BosId is int b && ids[0] == b ? ", bos kept" : "")}) to generate up to {newTokens}");
             ids = TextGenerator.TruncateLeft(ids, keep, Tokenizer.BosId).ToList();
         }
-        var eos = new HashSet<long>(Model.Config.EosTokenIds);
-        if (Tokenizer.EosId is int te) eos.Add(te);
-        var options = new GenerationOptions { MaxNewTokens = newTokens, EosTokenIds = eos.ToList(), PadTokenId = Tokenizer.PadId ?? Tokenizer.EosId ?? 0 };
+        var options = new GenerationOptions { MaxNewTokens = newTokens, EosTokenIds = stops.ToList(), PadTokenId = Tokenizer.PadId ?? Tokenizer.EosId ?? 0 };
         var prompts = new[] { ids.ToArray() };
         var result = Method is null ? TextGenerator.Generate(Model, prompts, options) : TextGenerator.Generate(Model, Method, prompts, options);
-        return Tokenizer.Decode(result.NewTokens[0].Where(t => !eos.Contains(t)).Select(t => (int)t)).Trim();
+        return Tokenizer.Decode(result.NewTokens[0].Where(t => !stops.Contains(t)).Select(t => (int)t)).Trim();
     }
 
     static string Virtual(int n) => n > 0 ? $" ({n} taken by the method's virtual tokens)" : "";
-
-    /// <summary>Positions the method's soft prompt and KV prefix take in front of the prompt.</summary>
-    int VirtualTokens()
-    {
-        if (Method == null) return 0;
-        using var scope = torch.NewDisposeScope();
-        var prefix = Method.GetGenerationPrefix(Model);
-        if (prefix == null) return 0;
-        long n = prefix.SoftPrompt?.shape[0] ?? 0;
-        if (prefix.PrefixCache != null) using (var cache = prefix.PrefixCache(1)) n += cache.Length;
-        return (int)n;
-    }
 
     public void Dispose()
     {

@@ -8,8 +8,8 @@ using Microsoft.ML;
 namespace ML.Finetune.Samples.Cli;
 
 /// <summary>
-/// `sweep`: the library's <see cref="LearningRateSweep"/> over one method's estimator. Validation data is --validation, or
-/// else a seeded 20% hold-out of --data. Writes lr_sweep.csv, lr_sweep.png and the best candidate's model.zip into --out
+/// `sweep`: the library's <see cref="LearningRateSweep"/> over one method's estimator, on data of any format
+/// (<see cref="TrainingDataFile"/>). Validation data is --validation, or else a seeded 20% hold-out of --data. Writes lr_sweep.csv, lr_sweep.png and the best candidate's model.zip into --out
 /// through <see cref="OutputFolder"/> (staged and committed, so a failure or Ctrl-C leaves --out as it was).
 /// </summary>
 public static class SweepCommand
@@ -51,6 +51,7 @@ public static class SweepCommand
             CliDefinition.OverwriteOption(),
             CliDefinition.NoProgressOption(),
         };
+        foreach (var o in CliDefinition.DataOptions()) cmd.Add(o);
         cmd.SetAction(Run);
         return cmd;
     }
@@ -67,20 +68,22 @@ public static class SweepCommand
             ("--model", model), ("--data", data), ("--validation", validation));
         int maxLength = recipe.MaxLength;
         var tokenizer = Tokenization.CausalLMTokenizer.FromFolder(model);
-        var lines = PromptCompletionFile.LoadLines(data);
-        DataChecks.CompletionsFit(lines, data, tokenizer, maxLength, config.MaxPositionEmbeddings);
-        var pairs = lines.Select(l => l.Pair).ToList();
-        List<QaPair> train, val;
+        var template = Chat.ChatTemplate.FolderHasTemplate(model) ? Chat.ChatTemplate.FromFolder(model) : null;
+        var file = TrainingDataFile.Load(data);
+        output.WriteLine($"data: {data}: {file.Summary}");
+        DataChecks.Fits(file, tokenizer, template, maxLength, config.MaxPositionEmbeddings, !recipe.AllTokens);
+        List<DataLine> train, val;
+        TrainingDataFile valFile = file;
         if (validation != null)
         {
-            var valLines = PromptCompletionFile.LoadLines(validation);
-            DataChecks.CompletionsFit(valLines, validation, tokenizer, maxLength, config.MaxPositionEmbeddings);
-            train = pairs; val = valLines.Select(l => l.Pair).ToList();
+            valFile = TrainingDataFile.Load(validation);
+            DataChecks.Fits(valFile, tokenizer, template, maxLength, config.MaxPositionEmbeddings, !recipe.AllTokens);
+            train = file.Lines.ToList(); val = valFile.Lines.ToList();
         }
         else
         {
-            if (pairs.Count < 2) throw new InvalidDataException($"{data}: a sweep needs at least 2 examples to hold out validation data (or give --validation)");
-            var shuffled = pairs.ToList();
+            if (file.Lines.Count < 2) throw new InvalidDataException($"{data}: a sweep needs at least 2 examples to hold out validation data (or give --validation)");
+            var shuffled = file.Lines.ToList();
             var rng = new Random(seed);
             for (int i = shuffled.Count - 1; i > 0; i--) { int j = rng.Next(i + 1); (shuffled[i], shuffled[j]) = (shuffled[j], shuffled[i]); }
             int nVal = Math.Max(1, shuffled.Count / 5);
@@ -88,9 +91,11 @@ public static class SweepCommand
         }
         var ml = new MLContext(seed);
         using var cancel = CliCancellation.Token.Register(() => Persistence.HostAccess.CancelExecution(ml));
-        IDataView View(IEnumerable<QaPair> ps) => ml.Data.LoadFromEnumerable(ps.Select(p => new Commands.PromptCompletionRow { Prompt = p.Prompt, Completion = p.Completion }));
-        var trainView = View(train);
-        var valView = View(val);
+        var trainView = file.ToDataView(ml, train);
+        var valView = valFile.ToDataView(ml, val);
+        // Exact match needs an expected reply: a completion, or a validation conversation's final assistant message.
+        bool exactMatch = valFile.Format == Estimators.FinetuneDataFormat.PromptCompletion
+            || (valFile.Format == Estimators.FinetuneDataFormat.Conversation && val.All(l => l.Messages![^1].Role == "assistant"));
         var candidates = new LearningRateSweepOptions { Candidates = a.GetValue<double[]>("--lrs") }.ResolveCandidates();
         var progress = ProgressReporter.For(output, a.GetValue<bool>("--no-progress"));
         int created = 0;
@@ -99,7 +104,7 @@ public static class SweepCommand
             // The sweep creates one estimator per candidate, in order: the label names the candidate this one trains.
             string label = $"lr {CliDefinition.Number(candidates[created])} ({created + 1}/{candidates.Count})";
             created++;
-            var e = recipe.Create(ml, candidates[created - 1]); // the sweep sets learning rate, steps and seed itself
+            var e = recipe.Create(ml, candidates[created - 1], format: file.Format); // the sweep sets learning rate, steps and seed itself
             e.ProgressCallback = p => progress.Step(label, p.Record.Step + 1, p.TotalSteps, p.Record.TrainLoss, p.Tokens);
             return e;
         }
@@ -107,7 +112,7 @@ public static class SweepCommand
         var options = new LearningRateSweepOptions
         {
             Candidates = candidates.ToArray(), StepsPerCandidate = steps, Seed = seed,
-            Metric = (t, v) => ml.Finetune().Evaluate(t.Transform(v)).ExactMatchAccuracy, MetricName = "exact match",
+            Metric = exactMatch ? (t, v) => ml.Finetune().Evaluate(t.Transform(v)).ExactMatchAccuracy : null, MetricName = "exact match",
             PlotPath = Path.Combine(staging, "lr_sweep.png"),
         };
         using var result = LearningRateSweep.Run(Create, trainView, valView, options, row =>

@@ -37,19 +37,7 @@ public static class PromptCompletionFile
         for (int i = 0; i < lines.Length; i++)
         {
             if (string.IsNullOrWhiteSpace(lines[i])) continue;
-            JsonDocument doc;
-            try { doc = JsonDocument.Parse(lines[i]); }
-            catch (JsonException e)
-            {
-                // System.Text.Json appends its own position ("LineNumber: 0 | BytePositionInLine: n"): one JSONL line is one
-                // document, so only the byte position within the line is worth keeping.
-                string reason = e.Message;
-                int cut = reason.IndexOf(" Path:", StringComparison.Ordinal) is int a && a >= 0 ? a : reason.IndexOf(" LineNumber:", StringComparison.Ordinal);
-                if (cut >= 0) reason = reason[..cut];
-                string at = e.BytePositionInLine is long b ? $" at byte {b + 1}" : "";
-                throw new InvalidDataException($"{path}:{i + 1}: not valid JSON{at}: {reason.TrimEnd('.', ' ')}");
-            }
-            using (doc)
+            using (var doc = ParseJsonLine(lines[i], path, i + 1))
             {
                 if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path}:{i + 1}: expected a JSON object with {Fields}");
                 string Field(string n) => doc.RootElement.TryGetProperty(n, out var v) && v.ValueKind == JsonValueKind.String
@@ -58,6 +46,22 @@ public static class PromptCompletionFile
             }
         }
         return r;
+    }
+
+    /// <summary>One JSONL line as a JSON document; invalid JSON is an error naming the file, the 1-based line and the byte.</summary>
+    internal static JsonDocument ParseJsonLine(string line, string path, int lineNumber)
+    {
+        try { return JsonDocument.Parse(line); }
+        catch (JsonException e)
+        {
+            // System.Text.Json appends its own position ("LineNumber: 0 | BytePositionInLine: n"): one JSONL line is one
+            // document, so only the byte position within the line is worth keeping.
+            string reason = e.Message;
+            int cut = reason.IndexOf(" Path:", StringComparison.Ordinal) is int a && a >= 0 ? a : reason.IndexOf(" LineNumber:", StringComparison.Ordinal);
+            if (cut >= 0) reason = reason[..cut];
+            string at = e.BytePositionInLine is long b ? $" at byte {b + 1}" : "";
+            throw new InvalidDataException($"{path}:{lineNumber}: not valid JSON{at}: {reason.TrimEnd('.', ' ')}");
+        }
     }
 
     static List<PromptCompletionLine> Csv(string[] lines, string path)
@@ -78,7 +82,7 @@ public static class PromptCompletionFile
     }
 
     /// <summary>One CSV record (RFC 4180 quoting, no embedded newlines).</summary>
-    static List<string> SplitCsv(string line, string path, int n)
+    internal static List<string> SplitCsv(string line, string path, int n)
     {
         var cells = new List<string>();
         var cur = new System.Text.StringBuilder();

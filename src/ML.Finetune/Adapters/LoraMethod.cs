@@ -141,8 +141,11 @@ public sealed class LoraMethod : IFinetuneMethod
     public IReadOnlyList<(string Name, Tensor Parameter)> TrainableParameters =>
         _targets.SelectMany(t => new (string, Tensor)[] { ($"{t.Path}.lora.A", t.Adapter.A), ($"{t.Path}.lora.B", t.Adapter.B) }).ToList();
 
-    public Tensor HiddenStates(CausalLM model, Tensor inputIds, Tensor attentionMask) =>
-        model.ForwardHidden(new CausalLMInput { InputIds = inputIds, AttentionMask = attentionMask }).LastHiddenState;
+    public Tensor HiddenStates(CausalLM model, Tensor inputIds, Tensor attentionMask, SequencePacking? packing = null) =>
+        model.ForwardHidden(new CausalLMInput
+        {
+            InputIds = inputIds, AttentionMask = attentionMask, PositionIds = packing?.PositionIds, SequenceIds = packing?.SequenceIds,
+        }).LastHiddenState;
 
     public IDisposable? UsePretrained(CausalLM model)
     {

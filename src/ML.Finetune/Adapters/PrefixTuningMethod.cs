@@ -187,12 +187,16 @@ public sealed class PrefixTuningMethod : IFinetuneMethod, IDisposable
     public Tensor Forward(CausalLM model, Tensor inputIds, Tensor? attentionMask, Tensor? positionIds = null) =>
         model.LogitsFromHidden(ForwardHidden(model, inputIds, attentionMask, positionIds));
 
-    /// <summary>Final hidden states [B, T, d] with the prefix in effect (see <see cref="Forward"/>).</summary>
-    public Tensor ForwardHidden(CausalLM model, Tensor inputIds, Tensor? attentionMask, Tensor? positionIds = null)
+    /// <summary>
+    /// Final hidden states [B, T, d] with the prefix in effect (see <see cref="Forward"/>). With
+    /// <paramref name="sequenceIds"/> (packed rows, <paramref name="positionIds"/> restarting per sequence) every
+    /// sequence sees the whole prefix in front of itself, as it would alone.
+    /// </summary>
+    public Tensor ForwardHidden(CausalLM model, Tensor inputIds, Tensor? attentionMask, Tensor? positionIds = null, Tensor? sequenceIds = null)
     {
         long b = inputIds.shape[0], t = inputIds.shape[1];
         if (_disabled)
-            return model.ForwardHidden(new CausalLMInput { InputIds = inputIds, AttentionMask = attentionMask, PositionIds = positionIds }).LastHiddenState;
+            return model.ForwardHidden(new CausalLMInput { InputIds = inputIds, AttentionMask = attentionMask, PositionIds = positionIds, SequenceIds = sequenceIds }).LastHiddenState;
         int p = NumVirtualTokens;
         PromptTuningMethod.CheckContext(model, p, t);
         using var cache = BuildCache((int)b);
@@ -203,11 +207,14 @@ public sealed class PrefixTuningMethod : IFinetuneMethod, IDisposable
             InputIds = inputIds,
             AttentionMask = mask,
             PositionIds = positionIds?.add(p),
+            SequenceIds = sequenceIds,
+            PastIsSharedPrefix = sequenceIds is not null,
             Cache = cache,
         }).LastHiddenState;
     }
 
-    public Tensor HiddenStates(CausalLM model, Tensor inputIds, Tensor attentionMask) => ForwardHidden(model, inputIds, attentionMask);
+    public Tensor HiddenStates(CausalLM model, Tensor inputIds, Tensor attentionMask, SequencePacking? packing = null) =>
+        ForwardHidden(model, inputIds, attentionMask, packing?.PositionIds, packing?.SequenceIds);
 
     public IDisposable? UsePretrained(CausalLM model)
     {

@@ -150,12 +150,69 @@ public sealed class PromptTuningMethod : IFinetuneMethod, IDisposable
         return model.Forward(new CausalLMInput { InputsEmbeds = embeds, AttentionMask = mask }).Logits;
     }
 
-    public Tensor HiddenStates(CausalLM model, Tensor inputIds, Tensor attentionMask)
+    public Tensor HiddenStates(CausalLM model, Tensor inputIds, Tensor attentionMask, SequencePacking? packing = null)
     {
-        if (_disabled) return model.ForwardHidden(new CausalLMInput { InputIds = inputIds, AttentionMask = attentionMask }).LastHiddenState;
+        if (_disabled)
+            return model.ForwardHidden(new CausalLMInput
+            {
+                InputIds = inputIds, AttentionMask = attentionMask, PositionIds = packing?.PositionIds, SequenceIds = packing?.SequenceIds,
+            }).LastHiddenState;
+        if (packing is not null) return PackedHiddenStates(model, inputIds, attentionMask, packing);
         var (embeds, mask) = PrependPrompt(model, inputIds, attentionMask);
         var full = model.ForwardHidden(new CausalLMInput { InputsEmbeds = embeds, AttentionMask = mask }).LastHiddenState;
         return full.narrow(1, NumVirtualTokens, inputIds.shape[1]);
+    }
+
+    /// <summary>
+    /// Packed rows: the soft prompt goes in front of every sequence of a row, at positions 0..k−1 with the sequence's
+    /// tokens from k on, inside that sequence's attention block; exactly what each sequence computes alone in an
+    /// unpacked batch. The expanded rows are gathered from [soft prompt; token embeddings], and the hidden states of
+    /// the real tokens gathered back, so gradients reach the soft prompt once per sequence.
+    /// </summary>
+    Tensor PackedHiddenStates(CausalLM model, Tensor inputIds, Tensor attentionMask, SequencePacking packing)
+    {
+        long b = inputIds.shape[0], t = inputIds.shape[1];
+        int k = NumVirtualTokens;
+        var lengths = packing.Lengths();
+        CheckContext(model, k, lengths.SelectMany(l => l).DefaultIfEmpty(0).Max());
+        long width = t + k * (long)lengths.Max(l => l.Length);
+        var source = new long[b * width];   // index into [k soft rows; t token rows] of each expanded slot
+        var pos = new long[b * width];
+        var seq = new long[b * width];
+        var mask = new long[b * width];
+        var back = new long[b * t];         // expanded slot of each original token
+        var realMask = attentionMask.cpu().data<long>().ToArray();
+        for (int r = 0; r < b; r++)
+        {
+            long at = r * width, token = 0;
+            for (int s = 0; s < lengths[r].Length; s++)
+            {
+                for (int v = 0; v < k; v++, at++) { source[at] = v; pos[at] = v; seq[at] = s; mask[at] = 1; }
+                for (int j = 0; j < lengths[r][s]; j++, at++, token++)
+                {
+                    source[at] = k + token; pos[at] = k + j; seq[at] = s; mask[at] = 1;
+                    back[r * t + token] = at - r * width;
+                }
+            }
+            // Pads: the row's own pad tokens (mask 0), then filler slots that repeat the last one.
+            for (; token < t; token++, at++)
+            {
+                source[at] = k + token; seq[at] = -1; mask[at] = realMask[r * t + token];
+                back[r * t + token] = at - r * width;
+            }
+            for (; at < (r + 1) * width; at++) { source[at] = k + t - 1; seq[at] = -1; }
+        }
+        var dev = inputIds.device;
+        Tensor T(long[] a, long cols) => torch.tensor(a, new long[] { b, cols }, device: dev);
+        var tok = model.EmbedTokens(inputIds);
+        long d = tok.shape[2];
+        var all = torch.cat([SoftPrompt.to(tok.dtype).unsqueeze(0).expand(b, -1, -1), tok], 1);
+        var embeds = all.gather(1, T(source, width).unsqueeze(-1).expand(-1, -1, d));
+        var hidden = model.ForwardHidden(new CausalLMInput
+        {
+            InputsEmbeds = embeds, AttentionMask = T(mask, width), PositionIds = T(pos, width), SequenceIds = T(seq, width),
+        }).LastHiddenState;
+        return hidden.gather(1, T(back, t).unsqueeze(-1).expand(-1, -1, hidden.shape[2]));
     }
 
     public IDisposable? UsePretrained(CausalLM model)

@@ -145,6 +145,52 @@ public sealed class ChatTemplate
         return ChatTokenization.Create(tokenizer, rendering);
     }
 
+    /// <summary>
+    /// The token(s) with which this template ends an assistant turn (<c>&lt;|eot_id|&gt;</c>, <c>&lt;|im_end|&gt;</c>,
+    /// <c>&lt;/s&gt;</c>, <c>&lt;end_of_turn&gt;</c>, <c>&lt;|end|&gt;</c>, ...): the last token of the assistant span of a
+    /// rendered probe conversation, when the tokenizer marks it special. Empty when the template ends turns with plain
+    /// text or cannot render the probe. Chat generation stops at these (besides the model's eos ids), so a model
+    /// finetuned on conversations stops at the end of its turn even when its generation_config.json does not list the
+    /// template's end-of-turn token (typical for base models).
+    /// </summary>
+    public IReadOnlyList<int> EndOfTurnTokenIds(CausalLMTokenizer tokenizer, ChatTemplateOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        ChatTokenization t;
+        try { t = Tokenize(tokenizer, [ChatMessage.User("Hello"), ChatMessage.Assistant("Hi")], options); }
+        catch (Exception e) when (e is JinjaException or InvalidOperationException or ArgumentException) { return []; }
+        var ids = new List<int>();
+        foreach (var span in t.Rendering.AssistantSpans.Where(s => s.Length > 0))
+        {
+            int last = -1;
+            for (int j = 0; j < t.Ids.Count; j++)
+                if (t.TokenOffsets[j].Start < span.End && t.TokenOffsets[j].End > span.Start) last = j;
+            if (last >= 0 && tokenizer.SpecialIds.Contains(t.Ids[last]) && !ids.Contains(t.Ids[last])) ids.Add(t.Ids[last]);
+        }
+        return ids;
+    }
+
+    /// <summary>The templates (name → Jinja source) and special tokens, to save with a model and rebuild with <see cref="FromJson"/>.</summary>
+    public string ToJson()
+    {
+        var o = new JsonObject
+        {
+            ["templates"] = new JsonObject(_templates.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value.Source))),
+            ["special_tokens"] = new JsonObject(SpecialTokens.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
+        };
+        return o.ToJsonString();
+    }
+
+    /// <summary>A template saved by <see cref="ToJson"/>.</summary>
+    public static ChatTemplate FromJson(string json)
+    {
+        var o = JsonNode.Parse(json)?.AsObject() ?? throw new FormatException("chat template JSON is empty");
+        var templates = o["templates"]?.AsObject().ToDictionary(kv => kv.Key, kv => (string)kv.Value!)
+            ?? throw new FormatException("chat template JSON has no 'templates'");
+        var special = o["special_tokens"]?.AsObject().ToDictionary(kv => kv.Key, kv => (string)kv.Value!) ?? new Dictionary<string, string>();
+        return new ChatTemplate(templates, special);
+    }
+
     private JinjaTemplate Select(string? name, bool hasTools)
     {
         if (name is not null)

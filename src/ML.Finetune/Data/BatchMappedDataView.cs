@@ -70,11 +70,15 @@ public sealed class BatchMappedDataView : IDataView
         if (t == NumberDataViewType.Int32) { int v = 0; row.GetGetter<int>(col)(ref v); return v; }
         if (t == NumberDataViewType.Int64) { long v = 0; row.GetGetter<long>(col)(ref v); return v; }
         if (t == BooleanDataViewType.Instance) { bool v = false; row.GetGetter<bool>(col)(ref v); return v; }
+        if (t is VectorDataViewType { ItemType: TextDataViewType })
+        {
+            var v = default(VBuffer<ReadOnlyMemory<char>>); row.GetGetter<VBuffer<ReadOnlyMemory<char>>>(col)(ref v); return v.DenseValues().Select(x => x.ToString()).ToArray();
+        }
         if (t is VectorDataViewType vt && vt.ItemType == NumberDataViewType.Single)
         {
             var v = default(VBuffer<float>); row.GetGetter<VBuffer<float>>(col)(ref v); return v.DenseValues().ToArray();
         }
-        throw new ArgumentException($"Column '{col.Name}' has type {t}, which is not supported here (expected text, a number, a boolean or a float vector).");
+        throw new ArgumentException($"Column '{col.Name}' has type {t}, which is not supported here (expected text, a number, a boolean, a float vector or a text vector).");
     }
 
     private sealed class Cursor : DataViewRowCursor

@@ -27,7 +27,11 @@ internal static class RankAgreement
         foreach (var set in new[] { train, validation ?? [] })
         {
             data.Add(set.Count);
-            foreach (var e in set) { data.Add(e.InputIds); data.Add(e.Labels); }
+            foreach (var e in set)
+            {
+                data.Add(e.InputIds); data.Add(e.Labels);
+                if (e.SequenceLengths is { } lengths) data.Add(string.Join(",", lengths)); // packed rows: where each sequence starts
+            }
         }
         foreach (var t in referenceTexts ?? []) data.Add(t);
         var shapes = new Fnv();

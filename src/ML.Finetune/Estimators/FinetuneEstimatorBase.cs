@@ -1,6 +1,8 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
+using ML.Finetune.Chat;
+using ML.Finetune.Data;
 using ML.Finetune.Models;
 using ML.Finetune.Runtime;
 using ML.Finetune.Persistence;
@@ -33,28 +35,9 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
     /// <summary>A new, unattached method instance.</summary>
     protected abstract IFinetuneMethod CreateMethod();
 
-    /// <summary>Throws ArgumentOutOfRangeException when the column is missing and ArgumentException when it is not text.</summary>
-    public static void CheckTextColumn(DataViewSchema schema, string name, string role)
-    {
-        var col = schema.GetColumnOrNull(name);
-        if (col is null)
-            throw new ArgumentOutOfRangeException(name, $"The {role} column '{name}' was not found in the input data; expected a column of type Text (string). " +
-                $"Columns present: {string.Join(", ", schema.Select(c => c.Name))}.");
-        if (col.Value.Type is not TextDataViewType)
-            throw new ArgumentException($"The {role} column '{name}' has type {col.Value.Type}; expected Text (string).", name);
-    }
-
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
-        void Check(string name, string role)
-        {
-            if (!inputSchema.TryFindColumn(name, out var c))
-                throw new ArgumentOutOfRangeException(name, $"The {role} column '{name}' was not found in the input schema; expected a column of type Text (string).");
-            if (c.Kind != SchemaShape.Column.VectorKind.Scalar || c.ItemType is not TextDataViewType)
-                throw new ArgumentException($"The {role} column '{name}' has type {c.ItemType}{(c.Kind == SchemaShape.Column.VectorKind.Scalar ? "" : " vector")}; expected Text (string).", name);
-        }
-        Check(Options.PromptColumnName, "prompt");
-        Check(Options.CompletionColumnName, "completion");
+        DataFormatColumns.ForTraining(inputSchema, DataColumnNames.Of(Options), Options.DataFormat, "input schema");
         var cols = inputSchema.ToDictionary(c => c.Name);
         cols[Options.OutputColumnName] = MakeColumn(Options.OutputColumnName, TextDataViewType.Instance);
         cols[Options.ScoreColumnName] = MakeColumn(Options.ScoreColumnName, NumberDataViewType.Single);
@@ -68,8 +51,13 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
     {
         ArgumentNullException.ThrowIfNull(input);
         var o = Options;
-        CheckTextColumn(input.Schema, o.PromptColumnName, "prompt");
-        CheckTextColumn(input.Schema, o.CompletionColumnName, "completion");
+        var names = DataColumnNames.Of(o);
+        var trainColumns = DataFormatColumns.ForTraining(input.Schema, names, o.DataFormat, "training data (the IDataView passed to Fit)");
+        var validationColumns = o.ValidationData is null ? null : DataFormatColumns.ForTraining(o.ValidationData.Schema, names, o.DataFormat, "ValidationData");
+        if (o.KlPenalty > 0 && o.ReferenceTextData is null) throw new ArgumentException("KlPenalty > 0 needs ReferenceTextData.", nameof(o.ReferenceTextData));
+        if (o.KlPenalty > 0 && o.KlReference == KlReferenceMode.TopKCache && o.KlTopK < 1)
+            throw new ArgumentOutOfRangeException(nameof(o.KlTopK), $"KlTopK must be ≥ 1, got {o.KlTopK}.");
+        var referenceColumns = o.KlPenalty > 0 ? ReferenceColumns(o.ReferenceTextData!.Schema) : null;
         if (string.IsNullOrWhiteSpace(o.BaseModelPath)) throw new ArgumentException("BaseModelPath is not set.", nameof(o.BaseModelPath));
         if (!Directory.Exists(o.BaseModelPath)) throw new DirectoryNotFoundException($"The base model folder '{o.BaseModelPath}' (BaseModelPath) does not exist.");
         Runtime.TorchNativeLibrary.EnsureLoaded();
@@ -87,16 +75,19 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
         var tokenizer = CausalLMTokenizer.FromFolder(o.BaseModelPath);
         tokenizer.ValidateAgainstModel(config.VocabSize);
         foreach (var warning in TokenizerChecks.CheckSpecialTokens(tokenizer, o.BaseModelPath, config.VocabSize)) Warn(warning);
-        var encoder = new ExampleEncoder(tokenizer, ExampleEncoder.EffectiveMaxLength(o.MaxSequenceLength, config));
-        var train = ReadPairs(input, "training data (the IDataView passed to Fit)", encoder);
-        if (TokenizerChecks.UnknownTokenWarning(tokenizer, Texts(input)) is { } unknown) Warn(unknown);
-        var validation = o.ValidationData is null ? null : ReadPairs(o.ValidationData, "ValidationData", encoder);
-        List<long[]>? references = null;
-        if (o.KlPenalty > 0)
+        var template = LoadChatTemplate(o);
+        if (template is null && new[] { trainColumns, validationColumns, referenceColumns }.Any(c => c?.Format == FinetuneDataFormat.Conversation))
+            throw FinetuneDataEncoder.NoTemplate();
+        var encoder = new FinetuneDataEncoder(tokenizer, ExampleEncoder.EffectiveMaxLength(o.MaxSequenceLength, config), template, o.AssistantOnlyLoss);
+        HostAccess.Info(Host, $"training data: {trainColumns.Describe()}{(o.Packing ? ", packed" : "")}");
+        IReadOnlyList<EncodedExample> train = ReadExamples(input, trainColumns, "training data (the IDataView passed to Fit)", encoder);
+        if (TokenizerChecks.UnknownTokenWarning(tokenizer, Texts(input, trainColumns)) is { } unknown) Warn(unknown);
+        IReadOnlyList<EncodedExample>? validation = validationColumns is null ? null : ReadExamples(o.ValidationData!, validationColumns, "ValidationData", encoder);
+        List<long[]>? references = referenceColumns is null ? null : ReadReferences(o.ReferenceTextData!, referenceColumns, encoder);
+        if (o.Packing)
         {
-            if (o.ReferenceTextData is null) throw new ArgumentException("KlPenalty > 0 needs ReferenceTextData.", nameof(o.ReferenceTextData));
-            if (o.KlTopK < 1) throw new ArgumentOutOfRangeException(nameof(o.KlTopK), $"KlTopK must be ≥ 1, got {o.KlTopK}.");
-            references = ReadTexts(o.ReferenceTextData, o.ReferenceTextColumnName, encoder);
+            train = SequencePacker.Pack(train, encoder.MaxSequenceLength);
+            if (validation is not null) validation = SequencePacker.Pack(validation, encoder.MaxSequenceLength);
         }
 
         var model = CausalLMFactory.LoadPretrained(o.BaseModelPath, new ModelLoadOptions { DType = dtype, Device = device });
@@ -128,8 +119,9 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
             var history = trainer.Train(model, method, train, validation, references);
             foreach (var (_, p) in method.TrainableParameters) p.requires_grad = false;
             var baseFiles = method.Name == FullFinetuneMethod.MethodName ? FinetuneTransformer.ReadBaseFiles(o.BaseModelPath) : new Dictionary<string, byte[]>();
-            return new FinetuneTransformer(Env, model, tokenizer, method, FinetuneTransformerSettings.From(o) with { DType = dtypeChoice.Option }, history,
-                BaseModelReference.Of(o.BaseModelPath), baseFiles);
+            return new FinetuneTransformer(Env, model, tokenizer, method,
+                FinetuneTransformerSettings.From(o) with { DType = dtypeChoice.Option, DataFormat = trainColumns.Format }, history,
+                BaseModelReference.Of(o.BaseModelPath), baseFiles, template);
         }
         catch
         {
@@ -174,56 +166,66 @@ public abstract class FinetuneEstimatorBase : IEstimator<FinetuneTransformer>
         }
     }
 
-    /// <summary>Each prompt and completion of the training data with where it is, read again (nothing is kept in memory).</summary>
-    IEnumerable<(string Text, string Where)> Texts(IDataView data)
+    /// <summary>The options' ChatTemplate, else the base model folder's (null when neither has one).</summary>
+    static ChatTemplate? LoadChatTemplate(FinetuneOptions o)
     {
-        var p = data.Schema[Options.PromptColumnName]; var c = data.Schema[Options.CompletionColumnName];
-        using var cursor = data.GetRowCursor(new[] { p, c });
-        var gp = cursor.GetGetter<ReadOnlyMemory<char>>(p); var gc = cursor.GetGetter<ReadOnlyMemory<char>>(c);
-        ReadOnlyMemory<char> pv = default, cv = default;
-        for (long row = 0; cursor.MoveNext(); row++)
+        if (!string.IsNullOrEmpty(o.ChatTemplate))
+            return new ChatTemplate(o.ChatTemplate, ChatTemplate.FolderHasTemplate(o.BaseModelPath)
+                ? ChatTemplate.FromFolder(o.BaseModelPath).SpecialTokens : ChatTemplateFiles.ReadSpecialTokens(o.BaseModelPath));
+        return ChatTemplate.FolderHasTemplate(o.BaseModelPath) ? ChatTemplate.FromFolder(o.BaseModelPath) : null;
+    }
+
+    /// <summary>The KL reference set's format: its text column, else conversations, else prompt/completion pairs.</summary>
+    DataColumns ReferenceColumns(DataViewSchema schema)
+    {
+        var o = Options;
+        var names = DataColumnNames.Of(o) with { Text = o.ReferenceTextColumnName };
+        if (schema.GetColumnOrNull(o.ReferenceTextColumnName) is null
+            && (schema.GetColumnOrNull(o.MessagesColumnName) is not null || schema.GetColumnOrNull(o.PromptColumnName) is not null))
+            return DataFormatColumns.ForTraining(schema, names, FinetuneDataFormat.Auto, "ReferenceTextData");
+        return DataFormatColumns.ForTraining(schema, names, FinetuneDataFormat.Text, "ReferenceTextData");
+    }
+
+    /// <summary>Every text of the training data with where it is, read again (nothing is kept in memory).</summary>
+    IEnumerable<(string Text, string Where)> Texts(IDataView data, DataColumns columns)
+    {
+        foreach (var row in FinetuneRows.Read(data, columns, () => HostAccess.CheckAlive(Host)))
         {
-            HostAccess.CheckAlive(Host);
-            gp(ref pv); gc(ref cv);
-            yield return (pv.ToString(), $"training row {row} (0-based), column '{Options.PromptColumnName}'");
-            yield return (cv.ToString(), $"training row {row} (0-based), column '{Options.CompletionColumnName}'");
+            string where = "training " + row.Where;
+            if (row.Messages is { } messages)
+                foreach (var m in messages) yield return (m.Content ?? "", where);
+            else if (row.Text is { } text) yield return (text, where);
+            else
+            {
+                yield return (row.Prompt ?? "", $"training row {row.Index} (0-based), column '{Options.PromptColumnName}'");
+                yield return (row.Completion ?? "", $"training row {row.Index} (0-based), column '{Options.CompletionColumnName}'");
+            }
         }
     }
 
-    List<EncodedExample> ReadPairs(IDataView data, string what, ExampleEncoder encoder)
+    List<EncodedExample> ReadExamples(IDataView data, DataColumns columns, string what, FinetuneDataEncoder encoder)
     {
-        CheckTextColumn(data.Schema, Options.PromptColumnName, "prompt");
-        CheckTextColumn(data.Schema, Options.CompletionColumnName, "completion");
-        var p = data.Schema[Options.PromptColumnName]; var c = data.Schema[Options.CompletionColumnName];
         var list = new List<EncodedExample>();
-        using var cursor = data.GetRowCursor(new[] { p, c });
-        var gp = cursor.GetGetter<ReadOnlyMemory<char>>(p); var gc = cursor.GetGetter<ReadOnlyMemory<char>>(c);
-        ReadOnlyMemory<char> pv = default, cv = default;
-        long row = 0;
-        while (cursor.MoveNext())
+        int split = 0, empty = 0;
+        foreach (var row in FinetuneRows.Read(data, columns, () => HostAccess.CheckAlive(Host)))
         {
-            HostAccess.CheckAlive(Host);
-            gp(ref pv); gc(ref cv);
-            list.Add(encoder.Encode(pv.ToString(), cv.ToString(), row++, Options.CompletionColumnName));
+            if (row.Text is { } text && string.IsNullOrWhiteSpace(text)) { empty++; continue; }
+            var examples = encoder.ForTraining(row);
+            if (examples.Count > 1) split++;
+            list.AddRange(examples);
         }
-        if (list.Count == 0) throw new InvalidOperationException($"The {what} has no rows; finetuning needs at least one (prompt, completion) pair.");
+        if (empty > 0) Warn($"{what}: {empty} empty text(s) skipped.");
+        if (split > 0)
+            Warn($"{what}: {split} text(s) longer than {encoder.MaxSequenceLength} tokens (MaxSequenceLength) were split into windows of " +
+                 $"{encoder.MaxSequenceLength} tokens that overlap by one, so every token is still trained once.");
+        if (list.Count == 0)
+            throw new InvalidOperationException($"The {what} has no rows to train on ({columns.Describe()}); finetuning needs at least one.");
         return list;
     }
 
-    List<long[]> ReadTexts(IDataView data, string column, ExampleEncoder encoder)
+    List<long[]> ReadReferences(IDataView data, DataColumns columns, FinetuneDataEncoder encoder)
     {
-        CheckTextColumn(data.Schema, column, "reference text");
-        var col = data.Schema[column];
-        var list = new List<long[]>();
-        using var cursor = data.GetRowCursor(new[] { col });
-        var g = cursor.GetGetter<ReadOnlyMemory<char>>(col);
-        ReadOnlyMemory<char> v = default;
-        while (cursor.MoveNext())
-        {
-            g(ref v);
-            var ids = encoder.EncodePrompt(v.ToString());
-            if (ids.Length > 0) list.Add(ids);
-        }
+        var list = FinetuneRows.Read(data, columns, () => HostAccess.CheckAlive(Host)).Select(encoder.ForReference).Where(ids => ids.Length > 0).ToList();
         if (list.Count == 0) throw new InvalidOperationException("ReferenceTextData has no non-empty rows; the KL penalty needs reference texts.");
         return list;
     }

@@ -4,6 +4,22 @@ using ML.Finetune.Training;
 namespace ML.Finetune.Estimators;
 
 public enum FinetuneDevice { Auto, Cpu, Cuda }
+
+/// <summary>
+/// What a row of training data is (see docs/data-formats.md). Auto picks the format from the columns present: a prompt
+/// and a completion column, a messages column, or a text column; more than one of them is ambiguous and an error.
+/// </summary>
+public enum FinetuneDataFormat
+{
+    Auto = 0,
+    /// <summary>Prompt and completion text columns: the loss covers the completion and an eos.</summary>
+    PromptCompletion = 1,
+    /// <summary>A messages column (a conversation): rendered with the model's chat template; the loss covers the assistant
+    /// messages (<see cref="FinetuneOptions.AssistantOnlyLoss"/>) or every token.</summary>
+    Conversation = 2,
+    /// <summary>A text column (continued pretraining): every token is in the loss, with bos/eos as the tokenizer adds them.</summary>
+    Text = 3,
+}
 /// <summary>Compute dtype. Values are saved with fitted models; Auto is resolved at Fit and saved as what it chose.</summary>
 public enum FinetuneDType { Float32 = 0, BFloat16 = 1, Auto = 2 }
 
@@ -33,14 +49,42 @@ public abstract class FinetuneOptions
 {
     /// <summary>Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer files).</summary>
     public string BaseModelPath = "";
+    /// <summary>Which columns hold the training data (Auto: detected from the columns present).</summary>
+    public FinetuneDataFormat DataFormat = FinetuneDataFormat.Auto;
     public string PromptColumnName = "Prompt";
     public string CompletionColumnName = "Completion";
+    /// <summary>
+    /// Conversations: a Text column holding JSON (a list of <c>{"role", "content"}</c> objects, or <c>{"messages": [...]}</c>;
+    /// <see cref="Chat.ChatConversation.ToJson"/> writes it), or a vector of Text alternating role and content
+    /// (<c>["user", "Hi", "assistant", "Hello"]</c>).
+    /// </summary>
+    public string MessagesColumnName = "Messages";
+    /// <summary>Plain text for continued pretraining (every token trained).</summary>
+    public string TextColumnName = "Text";
+    /// <summary>Conversations: train only on the assistant messages (content and end-of-turn token; TRL's
+    /// assistant_only_loss), the default; false trains on every token of the rendered conversation.</summary>
+    public bool AssistantOnlyLoss = true;
+    /// <summary>
+    /// Jinja chat template for conversations (transformers' chat_template), overriding the base model's
+    /// (chat_template.jinja or tokenizer_config.json); saved with the fitted model.
+    /// </summary>
+    public string? ChatTemplate;
+    /// <summary>
+    /// Sequence packing: concatenate tokenized examples into rows of <see cref="MaxSequenceLength"/> tokens (best fit
+    /// decreasing); each keeps its own positions and attention block, so the loss equals unpacked training, with far
+    /// less padding. <see cref="BatchSize"/> then counts packed rows.
+    /// </summary>
+    public bool Packing = false;
     public string OutputColumnName = "GeneratedText";
     /// <summary>Sum of log p(completion + eos | prompt); added when the completion column is present.</summary>
     public string ScoreColumnName = "Score";
     /// <summary>Mean per completion token of the same log-probabilities.</summary>
     public string ScorePerTokenColumnName = "ScorePerToken";
-    /// <summary>Prompt + completion + eos; prompts are truncated from the left, completions never (see ExampleEncoder).</summary>
+    /// <summary>
+    /// Tokens per example, at most the model's context. Prompt/completion: prompts are cut from the left, completions
+    /// never (an error names the row); conversations are never cut (an error names the row); texts are split into
+    /// windows of this length.
+    /// </summary>
     public int MaxSequenceLength = 512;
     public int BatchSize = 8;
     public double LearningRate = 1e-5;
@@ -63,6 +107,8 @@ public abstract class FinetuneOptions
     public bool L2Squared = false;
     /// <summary>λ: weight of the KL to the pretrained model on <see cref="ReferenceTextData"/> (0 = off).</summary>
     public double KlPenalty = 0;
+    /// <summary>The KL reference set: a text column (<see cref="ReferenceTextColumnName"/>), or else conversations in
+    /// <see cref="MessagesColumnName"/> (rendered), or prompt and completion columns (concatenated); every token counts.</summary>
     public IDataView? ReferenceTextData;
     public string ReferenceTextColumnName = "Text";
     /// <summary>
@@ -81,7 +127,8 @@ public abstract class FinetuneOptions
     /// forward pass of time (docs/training-memory.md).
     /// </summary>
     public bool GradientCheckpointing = false;
-    /// <summary>Rows with prompt and completion columns; the validation loss is the mean CE over completion tokens.</summary>
+    /// <summary>Validation rows in any data format (detected like the training data); the validation loss is the mean CE over
+    /// the tokens that format trains.</summary>
     public IDataView? ValidationData;
     /// <summary>0 = evaluate only after the last step.</summary>
     public int EvaluateEveryNSteps = 0;

@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace ML.Finetune.Generation;
 
 /// <summary>Greedy and sampled generation plus log-likelihood scoring on token ids.</summary>
-public static class TextGenerator
+public static partial class TextGenerator
 {
     /// <summary>Generates for prompts of different lengths (left-padded internally with the pad id).</summary>
     public static GenerationResult Generate(CausalLM model, IReadOnlyList<long[]> prompts, GenerationOptions? options = null)

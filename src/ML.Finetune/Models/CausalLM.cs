@@ -22,9 +22,17 @@ public sealed class CausalLMInput
     /// [B, T] int64 or null: sequence packing (document masking). A key is visible from a query only when both carry
     /// the same id (on top of causality, padding and sliding windows). Give each packed sequence restarting
     /// <see cref="PositionIds"/> and a packed row computes what its sequences would alone (batch-wide rope rules such
-    /// as dynamic NTK aside, which see the whole batch's positions). Not allowed with a non-empty <see cref="Cache"/>.
+    /// as dynamic NTK aside, which see the whole batch's positions). Not allowed with a non-empty <see cref="Cache"/>,
+    /// unless <see cref="PastIsSharedPrefix"/>.
     /// </summary>
     public Tensor? SequenceIds { get; init; }
+    /// <summary>
+    /// With <see cref="SequenceIds"/>: the cache's entries are a prefix that every packed sequence sees in front of
+    /// itself (prefix tuning's virtual keys and values), not earlier tokens of one sequence. Each sequence then attends
+    /// to the whole prefix and its own tokens, and a sliding window counts from the prefix through the sequence's
+    /// own tokens, as for that sequence alone after the prefix.
+    /// </summary>
+    public bool PastIsSharedPrefix { get; init; }
     /// <summary>Appended to in place when given. May be pre-filled (prefix tuning).</summary>
     public KVCache? Cache { get; init; }
     public bool OutputHiddenStates { get; init; }
@@ -157,7 +165,7 @@ public abstract class CausalLM : nn.Module
         if (input.SequenceIds is Tensor seq && (seq.dim() != 2 || seq.shape[0] != b || seq.shape[1] != t || seq.dtype != ScalarType.Int64))
             throw new ArgumentException($"SequenceIds must be int64 [{b}, {t}], got {seq.dtype} [{string.Join(",", seq.shape)}]");
         var pos = input.PositionIds ?? (torch.arange(past, past + t, dtype: ScalarType.Int64, device: h.device).unsqueeze(0).expand(b, -1));
-        var masks = new AttentionMasks(mask, past, t, h.dtype, input.SequenceIds);
+        var masks = new AttentionMasks(mask, past, t, h.dtype, input.SequenceIds, input.PastIsSharedPrefix);
         return (h, past, pos, masks);
     }
 }

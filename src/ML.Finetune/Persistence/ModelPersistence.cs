@@ -55,7 +55,11 @@ public sealed class ModelStateReader
     public BinaryReader Header => _ctx.Reader;
 
     /// <summary>Returns the entry's bytes; throws InvalidDataException naming the entry when it is missing.</summary>
-    public byte[] ReadEntry(string name)
+    public byte[] ReadEntry(string name) => TryReadEntry(name)
+        ?? throw new InvalidDataException($"The saved model has no entry '{name}'; the file is incomplete or was not written by this component.");
+
+    /// <summary>The entry's bytes, or null when the model has no such entry (optional entries of newer writers).</summary>
+    public byte[]? TryReadEntry(string name)
     {
         byte[]? result = null;
         bool found = _ctx.TryLoadBinaryStream(name, r =>
@@ -64,7 +68,6 @@ public sealed class ModelStateReader
             r.BaseStream.CopyTo(ms);
             result = ms.ToArray();
         });
-        if (!found || result == null) throw new InvalidDataException($"The saved model has no entry '{name}'; the file is incomplete or was not written by this component.");
-        return result;
+        return found ? result : null;
     }
 }

@@ -3,11 +3,22 @@ using ML.Finetune.Tokenization;
 
 namespace ML.Finetune.Training;
 
-/// <summary>One tokenized (prompt, completion) pair: ids = prompt + completion + eos; labels −100 on prompt positions.</summary>
+/// <summary>
+/// One tokenized training example: ids and labels (−100 where nothing is trained, e.g. prompt positions; label j is the
+/// target predicted from position j − 1). A packed row (<see cref="SequencePacker"/>) holds several examples one after
+/// the other; <see cref="SequenceLengths"/> then gives their lengths, and collation gives each its own positions and
+/// attention block.
+/// </summary>
 public sealed record EncodedExample(long[] InputIds, long[] Labels)
 {
     public int Length => InputIds.Length;
     public int PromptLength => Labels.TakeWhile(l => l == FinetuneObjective.IgnoreIndex).Count();
+
+    /// <summary>Lengths of the packed sequences in this row, in order, summing to <see cref="Length"/>; null = one sequence.</summary>
+    public int[]? SequenceLengths { get; init; }
+
+    /// <summary>Whether this row holds several packed sequences.</summary>
+    public bool IsPacked => SequenceLengths is { Length: > 1 };
 }
 
 /// <summary>

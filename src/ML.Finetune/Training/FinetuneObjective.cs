@@ -7,7 +7,10 @@ namespace ML.Finetune.Training;
 /// <summary>A right-padded training batch: ids [B,T] int64, mask [B,T] (1 = real token), labels [B,T] with −100 on prompt and pad positions.</summary>
 public sealed record TrainingBatch(Tensor InputIds, Tensor AttentionMask, Tensor Labels) : IDisposable
 {
-    public void Dispose() { InputIds.Dispose(); AttentionMask.Dispose(); Labels.Dispose(); }
+    /// <summary>Positions and sequence ids when rows hold several packed sequences (null otherwise).</summary>
+    public SequencePacking? Packing { get; init; }
+
+    public void Dispose() { InputIds.Dispose(); AttentionMask.Dispose(); Labels.Dispose(); Packing?.Dispose(); }
 }
 
 /// <summary>
@@ -242,7 +245,7 @@ public sealed class FinetuneObjective
     {
         Tensor ce;
         if (batch is not null)
-            ce = CrossEntropy(model, method.HiddenStates(model, batch.InputIds, batch.AttentionMask), batch.Labels, targetCount, LogitsChunkRows);
+            ce = CrossEntropy(model, method.HiddenStates(model, batch.InputIds, batch.AttentionMask, batch.Packing), batch.Labels, targetCount, LogitsChunkRows);
         else if (targetCount is 0) throw NoTargets();
         else ce = torch.zeros(1, dtype: ScalarType.Float32, device: model.Device).squeeze();
         var total = ce;

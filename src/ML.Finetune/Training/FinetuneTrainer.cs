@@ -118,7 +118,10 @@ public sealed class FinetuneTrainer
     /// <summary>The data-parallel job (default <see cref="Communicator.World"/>: the ranks mpirun started, else one process).</summary>
     public Communicator Communicator { get => _communicator ??= Communicator.World; set => _communicator = value ?? throw new ArgumentNullException(nameof(value)); }
 
-    /// <summary>Right-pads examples into one batch (pad id, mask 0, label −100).</summary>
+    /// <summary>
+    /// Right-pads examples into one batch (pad id, mask 0, label −100). When a row holds packed sequences
+    /// (<see cref="EncodedExample.SequenceLengths"/>), the batch carries their positions and sequence ids (<see cref="SequencePacking"/>).
+    /// </summary>
     public static TrainingBatch Collate(IReadOnlyList<EncodedExample> examples, long padId, Device? device = null)
     {
         int b = examples.Count, t = examples.Max(e => e.Length);
@@ -132,7 +135,10 @@ public sealed class FinetuneTrainer
                 labels[i * t + j] = real ? examples[i].Labels[j] : FinetuneObjective.IgnoreIndex;
             }
         Tensor Make(long[] a) { var x = torch.tensor(a, new long[] { b, t }); return device is null || device.type == DeviceType.CPU ? x : x.to(device); }
-        return new TrainingBatch(Make(ids), Make(mask), Make(labels));
+        var packing = examples.Any(e => e.IsPacked)
+            ? SequencePacking.FromLengths(examples.Select(e => e.SequenceLengths).ToList(), examples.Select(e => e.Length).ToList(), t, device)
+            : null;
+        return new TrainingBatch(Make(ids), Make(mask), Make(labels)) { Packing = packing };
     }
 
     /// <summary>Total optimizer steps for a data set of <paramref name="count"/> examples.</summary>
@@ -424,7 +430,7 @@ public sealed class FinetuneTrainer
         {
             using var scope = torch.NewDisposeScope();
             using var batch = Collate(data.Skip(i).Take(Options.BatchSize).ToList(), PadId, model.Device);
-            var hidden = method.HiddenStates(model, batch.InputIds, batch.AttentionMask);
+            var hidden = method.HiddenStates(model, batch.InputIds, batch.AttentionMask, batch.Packing);
             var (lp, mask) = FinetuneObjective.TargetLogProbs(model, hidden, batch.Labels, Options.LogitsChunkRows);
             sums[0] -= lp.sum().ToDouble();
             sums[1] += (long)mask.sum().ToDouble();

@@ -37,8 +37,11 @@ public sealed class FullFinetuneMethod : IFinetuneMethod, IDisposable
 
     public IReadOnlyList<(string Name, Tensor Parameter)> TrainableParameters => _params;
 
-    public Tensor HiddenStates(CausalLM model, Tensor inputIds, Tensor attentionMask) =>
-        model.ForwardHidden(new CausalLMInput { InputIds = inputIds, AttentionMask = attentionMask }).LastHiddenState;
+    public Tensor HiddenStates(CausalLM model, Tensor inputIds, Tensor attentionMask, SequencePacking? packing = null) =>
+        model.ForwardHidden(new CausalLMInput
+        {
+            InputIds = inputIds, AttentionMask = attentionMask, PositionIds = packing?.PositionIds, SequenceIds = packing?.SequenceIds,
+        }).LastHiddenState;
 
     /// <summary>Null: the weights change, so θ_p is <see cref="PretrainedCopy"/>.</summary>
     public IDisposable? UsePretrained(CausalLM model) => null;

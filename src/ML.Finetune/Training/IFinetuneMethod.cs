@@ -29,8 +29,11 @@ public interface IFinetuneMethod
     /// effect: virtual prompt positions are dropped, so rows align with <paramref name="inputIds"/>. Right-padded
     /// batches. The LM head (<see cref="CausalLM.LogitsFromHidden"/>) maps them to logits; keeping the two apart lets a
     /// loss run the head only where it is needed.
+    /// <para>With <paramref name="packing"/> a row holds several sequences, and each is computed as if it were alone:
+    /// its own positions from 0 and attention block, and the method's virtual tokens (soft prompt, KV prefix) in front
+    /// of every sequence, at the positions they take in an unpacked row.</para>
     /// </summary>
-    Tensor HiddenStates(CausalLM model, Tensor inputIds, Tensor attentionMask);
+    Tensor HiddenStates(CausalLM model, Tensor inputIds, Tensor attentionMask, SequencePacking? packing = null);
 
     /// <summary>
     /// The pretrained distribution p_θp for the KL penalty, with no second model copy where possible: methods that
@@ -77,6 +80,6 @@ public static class FinetuneMethodExtensions
     /// Logits [B, T, V] (float32) with the method in effect: the LM head on <see cref="IFinetuneMethod.HiddenStates"/>.
     /// For generation and inspection; the objective, validation and scoring run the head on the rows they need only.
     /// </summary>
-    public static Tensor Logits(this IFinetuneMethod method, CausalLM model, Tensor inputIds, Tensor attentionMask) =>
-        model.LogitsFromHidden(method.HiddenStates(model, inputIds, attentionMask));
+    public static Tensor Logits(this IFinetuneMethod method, CausalLM model, Tensor inputIds, Tensor attentionMask, SequencePacking? packing = null) =>
+        model.LogitsFromHidden(method.HiddenStates(model, inputIds, attentionMask, packing));
 }

@@ -1,26 +1,29 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using ML.Finetune.Data;
 
 namespace ML.Finetune.Transformers;
 
 /// <summary>
 /// One row at a time for <see cref="FinetuneTransformer"/>: what <c>mlContext.Model.CreatePredictionEngine</c> (and
 /// ASP.NET's PredictionEnginePool) use. The output row has the input's columns plus GeneratedText, and Score /
-/// ScorePerToken when the input has the completion column. Each is computed on first read for the input row's current
-/// position, through the same <see cref="FinetuneTransformer.Generate"/> and <see cref="FinetuneTransformer.Score"/>
-/// that Transform's batches use, as a batch of one.
+/// ScorePerToken for rows that carry a target (a completion column, messages, text). Each is computed on first read for
+/// the input row's current position, through the same generation and scoring that Transform's batches use, as a
+/// batch of one. Every input format works: a prompt, a messages column (JSON text or a vector of Text), a text.
 /// </summary>
 internal sealed class FinetuneRowMapper : IRowToRowMapper
 {
     private readonly FinetuneTransformer _parent;
+    private readonly DataColumns _columns;
     private readonly bool _score;
 
-    public FinetuneRowMapper(FinetuneTransformer parent, DataViewSchema inputSchema)
+    public FinetuneRowMapper(FinetuneTransformer parent, DataViewSchema inputSchema, DataColumns columns)
     {
         _parent = parent;
         InputSchema = inputSchema;
+        _columns = columns;
         OutputSchema = parent.GetOutputSchema(inputSchema);
-        _score = parent.ScoresCompletions(inputSchema);
+        _score = FinetuneTransformer.Scores(columns);
     }
 
     public DataViewSchema InputSchema { get; }
@@ -35,8 +38,7 @@ internal sealed class FinetuneRowMapper : IRowToRowMapper
         foreach (var c in dependingColumns)
         {
             if (!IsAdded(c.Index)) { needed.Add(c.Index); continue; }
-            needed.Add(InputSchema[Settings.PromptColumnName].Index);
-            if (_score) needed.Add(InputSchema[Settings.CompletionColumnName].Index);
+            foreach (var name in _columns.Inputs) needed.Add(InputSchema[name].Index);
         }
         return needed.OrderBy(i => i).Select(i => InputSchema[i]).ToArray();
     }
@@ -54,19 +56,16 @@ internal sealed class FinetuneRowMapper : IRowToRowMapper
         private readonly FinetuneRowMapper _mapper;
         private readonly DataViewRow _input;
         private readonly HashSet<int> _active;
-        private readonly ValueGetter<ReadOnlyMemory<char>> _prompt;
-        private readonly ValueGetter<ReadOnlyMemory<char>>? _completion;
-        private long _textAt = -1, _scoreAt = -1;
+        private readonly Func<long, FinetuneRow>? _read;
+        private long _textAt = -1, _scoreAt = -1, _rowAt = -1;
         private string _text = "";
         private (double Score, double ScorePerToken) _scores;
+        private FinetuneRow? _row;
 
         public Row(FinetuneRowMapper mapper, DataViewRow input, HashSet<int> active)
         {
             _mapper = mapper; _input = input; _active = active;
-            var s = mapper.Settings;
-            bool anyAdded = active.Any(mapper.IsAdded);
-            _prompt = anyAdded ? input.GetGetter<ReadOnlyMemory<char>>(input.Schema[s.PromptColumnName]) : (ref ReadOnlyMemory<char> v) => v = default;
-            _completion = anyAdded && mapper._score ? input.GetGetter<ReadOnlyMemory<char>>(input.Schema[s.CompletionColumnName]) : null;
+            _read = active.Any(mapper.IsAdded) ? FinetuneRows.Reader(input, mapper._columns) : null;
         }
 
         public override DataViewSchema Schema => _mapper.OutputSchema;
@@ -89,11 +88,15 @@ internal sealed class FinetuneRowMapper : IRowToRowMapper
                 ?? throw new InvalidOperationException($"Column '{column.Name}' has type {column.Type}; it cannot be read as {typeof(TValue).Name}.");
         }
 
-        string Read(ValueGetter<ReadOnlyMemory<char>> getter)
+        /// <summary>The input row's values, read once per position (a PredictionEngine's input row has position −1 or its own counter).</summary>
+        FinetuneRow Current()
         {
-            ReadOnlyMemory<char> v = default;
-            getter(ref v);
-            return v.ToString();
+            if (_row is null || _rowAt != _input.Position)
+            {
+                _row = _read!(-1);
+                _rowAt = _input.Position;
+            }
+            return _row;
         }
 
         string GeneratedText()
@@ -101,7 +104,7 @@ internal sealed class FinetuneRowMapper : IRowToRowMapper
             if (_textAt != _input.Position)
             {
                 _mapper._parent.CheckAlive();
-                _text = _mapper._parent.Generate(new[] { Read(_prompt) })[0];
+                _text = _mapper._parent.GenerateRows([Current()])[0];
                 _textAt = _input.Position;
             }
             return _text;
@@ -112,7 +115,7 @@ internal sealed class FinetuneRowMapper : IRowToRowMapper
             if (_scoreAt != _input.Position)
             {
                 _mapper._parent.CheckAlive();
-                _scores = _mapper._parent.Score(new[] { (Read(_prompt), Read(_completion!)) })[0];
+                _scores = _mapper._parent.ScoreRows([Current()])[0];
                 _scoreAt = _input.Position;
             }
             return _scores;

@@ -3,12 +3,12 @@ using System.Text.Json;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
+using ML.Finetune.Chat;
 using ML.Finetune.Checkpoints;
 using ML.Finetune.Data;
 using ML.Finetune.Estimators;
 using ML.Finetune.Generation;
 using ML.Finetune.Models;
-using ML.Finetune.Runtime;
 using ML.Finetune.Persistence;
 using ML.Finetune.Tokenization;
 using ML.Finetune.Training;
@@ -38,6 +38,14 @@ public sealed record FinetuneTransformerSettings
     public string[] StopStrings { get; init; } = Array.Empty<string>();
     public int BatchSize { get; init; } = 8;
     public long GenerationSeed { get; init; }
+    /// <summary>The format the model was trained on; Transform prefers its columns when the input has several formats'.</summary>
+    public FinetuneDataFormat DataFormat { get; init; } = FinetuneDataFormat.PromptCompletion;
+    public string MessagesColumnName { get; init; } = "Messages";
+    public string TextColumnName { get; init; } = "Text";
+    public bool AssistantOnlyLoss { get; init; } = true;
+
+    [System.Text.Json.Serialization.JsonIgnore]
+    public DataColumnNames ColumnNames => new(PromptColumnName, CompletionColumnName, MessagesColumnName, TextColumnName);
 
     public FinetuneGenerationOptions Generation => new()
     {
@@ -50,7 +58,8 @@ public sealed record FinetuneTransformerSettings
         ScoreColumnName = o.ScoreColumnName, ScorePerTokenColumnName = o.ScorePerTokenColumnName, MaxSequenceLength = o.MaxSequenceLength,
         DType = o.DType, Seed = o.Seed, MaxNewTokens = o.Generation.MaxNewTokens, Temperature = o.Generation.Temperature, TopK = o.Generation.TopK,
         TopP = o.Generation.TopP, StopStrings = o.Generation.StopStrings ?? Array.Empty<string>(), BatchSize = Math.Max(1, o.Generation.BatchSize),
-        GenerationSeed = o.Generation.Seed,
+        GenerationSeed = o.Generation.Seed, DataFormat = o.DataFormat, MessagesColumnName = o.MessagesColumnName, TextColumnName = o.TextColumnName,
+        AssistantOnlyLoss = o.AssistantOnlyLoss,
     };
 }
 
@@ -75,9 +84,18 @@ public sealed record BaseModelReference(string Path, IReadOnlyDictionary<string,
 }
 
 /// <summary>
-/// A finetuned causal LM as an ML.NET transformer. Transform adds <c>GeneratedText</c> (KV-cached generation for each
-/// row's prompt, lazily in batches) and, when the completion column is present, <c>Score</c> = Σ log p(completion + eos | prompt)
-/// and <c>ScorePerToken</c> (its mean per token).
+/// A finetuned causal LM as an ML.NET transformer. Transform adds <c>GeneratedText</c> (KV-cached generation, lazily in
+/// batches) and <c>Score</c> / <c>ScorePerToken</c> (Σ and mean log p of the row's target tokens), per input format:
+/// <list type="bullet">
+/// <item>a prompt column: the completion of the prompt; scores when the completion column is present: Σ log p(completion + eos | prompt);</item>
+/// <item>a messages column: the next assistant reply (the chat template with the generation prompt; generation stops at
+/// the template's end-of-turn token or an eos). When the conversation ends with an assistant message, that message is
+/// the reference: the reply is generated from the messages before it, and the scores are Σ log p of its tokens
+/// (content + end-of-turn) given them; otherwise the scores are NaN;</item>
+/// <item>a text column: a continuation of the text; scores: Σ log p of every token of the text (as trained: bos/eos as the
+/// tokenizer adds them, long texts in windows).</item>
+/// </list>
+/// When the input holds several formats' columns, the format the model was trained on wins.
 /// <para>Saving (mlContext.Model.Save) stores the method name, settings, the method's trained tensors (safetensors bytes),
 /// the training history and a reference to the base model (folder + SHA-256 of its weight files). Full finetuning also stores
 /// the config and tokenizer files, so it is self-contained. Methods that need the base resolve it on load from, in order:
@@ -94,13 +112,13 @@ public sealed record BaseModelReference(string Path, IReadOnlyDictionary<string,
 /// sequential ones. By ML.NET's default an engine owns its transformer and disposing the engine disposes the model;
 /// pass <c>new PredictionEngineOptions { OwnsTransformer = false }</c> when the model outlives the engine.</para>
 /// </summary>
-public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposable
+public sealed partial class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposable
 {
     public const string LoaderSignature = "MLFtFinetuneTransformer";
     public const string BaseModelDirVariable = "MLFINETUNE_BASE_MODEL_DIR";
     private static readonly PersistedComponentInfo Info = new("MLFTFINE", 0x00010001, LoaderSignature, typeof(FinetuneTransformer));
     static readonly string[] SelfContainedFiles = { "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-        "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model" };
+        "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja" };
 
     /// <summary>Extra folders searched for a relocated base model (see the class remarks).</summary>
     public static List<string> BaseModelSearchPaths { get; } = new();
@@ -109,12 +127,14 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
     private readonly Dictionary<string, byte[]> _baseFiles;
 
     internal FinetuneTransformer(IHostEnvironment? env, CausalLM model, CausalLMTokenizer tokenizer, IFinetuneMethod method,
-        FinetuneTransformerSettings settings, TrainingHistory history, BaseModelReference baseModel, Dictionary<string, byte[]> baseFiles)
+        FinetuneTransformerSettings settings, TrainingHistory history, BaseModelReference baseModel, Dictionary<string, byte[]> baseFiles,
+        ChatTemplate? chatTemplate = null)
     {
         _host = env is null ? null : HostAccess.Register(env, "FinetuneTransformer");
         Model = model; Tokenizer = tokenizer; Method = method; Settings = settings; TrainingHistory = history; BaseModel = baseModel;
         _baseFiles = baseFiles;
-        Encoder = new ExampleEncoder(tokenizer, ExampleEncoder.EffectiveMaxLength(settings.MaxSequenceLength, model.Config));
+        ChatTemplate = chatTemplate;
+        Data = new FinetuneDataEncoder(tokenizer, ExampleEncoder.EffectiveMaxLength(settings.MaxSequenceLength, model.Config), chatTemplate, settings.AssistantOnlyLoss);
     }
 
     public CausalLM Model { get; }
@@ -123,7 +143,11 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
     public FinetuneTransformerSettings Settings { get; }
     public TrainingHistory TrainingHistory { get; }
     public BaseModelReference BaseModel { get; }
-    internal ExampleEncoder Encoder { get; }
+    internal ExampleEncoder Encoder => Data.PromptCompletion;
+    /// <summary>How rows of each format become ids (the training encoders).</summary>
+    internal FinetuneDataEncoder Data { get; }
+    /// <summary>The chat template of conversations (the base model's or the options'; saved with the model), or null.</summary>
+    public ChatTemplate? ChatTemplate { get; }
     public bool IsSelfContained => _baseFiles.Count > 0;
 
     /// <summary>
@@ -141,26 +165,29 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
         ThrowIfDisposed();
-        FinetuneEstimatorBase.CheckTextColumn(inputSchema, Settings.PromptColumnName, "prompt");
-        return new FinetuneRowMapper(this, inputSchema);
+        return new FinetuneRowMapper(this, inputSchema, InputColumns(inputSchema));
     }
 
-    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema) => new BatchMappedDataView(new EmptyDataView(inputSchema), new Mapper(this, inputSchema)).Schema;
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema) =>
+        new BatchMappedDataView(new EmptyDataView(inputSchema), new Mapper(this, InputColumns(inputSchema))).Schema;
+
+    /// <summary>Which columns of <paramref name="schema"/> the model reads (see the class remarks); throws naming the columns when none fit.</summary>
+    internal DataColumns InputColumns(DataViewSchema schema)
+    {
+        var columns = DataFormatColumns.ForScoring(schema, Settings.ColumnNames, Settings.DataFormat);
+        if (columns.Format == FinetuneDataFormat.Conversation && ChatTemplate is null) throw FinetuneDataEncoder.NoTemplate();
+        return columns;
+    }
 
     public IDataView Transform(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
         ThrowIfDisposed();
-        FinetuneEstimatorBase.CheckTextColumn(input.Schema, Settings.PromptColumnName, "prompt");
-        IBatchColumnMapper mapper = new Mapper(this, input.Schema);
+        IBatchColumnMapper mapper = new Mapper(this, InputColumns(input.Schema));
         var comm = DistributedScoring ? Distributed.Communicator.World : Distributed.Communicator.SingleProcess;
         if (comm.IsDistributed) mapper = new Distributed.DistributedBatchMapper(mapper, comm);
         return new BatchMappedDataView(input, mapper, CheckAlive);
     }
-
-    /// <summary>Whether rows of this schema get Score and ScorePerToken: they have a text completion column.</summary>
-    internal bool ScoresCompletions(DataViewSchema schema) =>
-        schema.GetColumnOrNull(Settings.CompletionColumnName) is { } c && c.Type is TextDataViewType;
 
     /// <summary>Throws when the MLContext was cancelled (ML.NET's Host.CheckAlive).</summary>
     internal void CheckAlive()
@@ -170,112 +197,6 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
 
     private bool _disposed;
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
-
-    /// <summary>Generates a completion for each prompt (the GeneratedText column's values).</summary>
-    /// <remarks>Batch i..i+BatchSize samples with seed GenerationSeed + i, so a row's text does not depend on earlier batches.</remarks>
-    public IReadOnlyList<string> Generate(IReadOnlyList<string> prompts)
-    {
-        ThrowIfDisposed();
-        var g = Settings.Generation;
-        var result = new List<string>();
-        var eos = new HashSet<long>(Model.Config.EosTokenIds) { Encoder.EosId };
-        int maxPrompt = Math.Max(1, Settings.MaxSequenceLength - (Model.Config.IsGpt2 ? g.MaxNewTokens : 0));
-        for (int i = 0; i < prompts.Count; i += g.BatchSize)
-        {
-            var chunk = prompts.Skip(i).Take(g.BatchSize).Select(p => Encoder.EncodePrompt(p, maxPrompt))
-                .Select(ids => ids.Length == 0 ? new long[] { Encoder.EosId } : ids).ToList();
-            var generated = TextGenerator.Generate(Model, Method, chunk, new GenerationOptions
-            {
-                MaxNewTokens = g.MaxNewTokens, DoSample = g.Temperature > 0, Temperature = g.Temperature > 0 ? g.Temperature : 1.0,
-                TopK = g.TopK, TopP = g.TopP, Seed = g.Seed + i, EosTokenIds = eos.ToList(), PadTokenId = Encoder.PadId,
-            }).NewTokens;
-            foreach (var ids in generated)
-                result.Add(CutAtStop(Tokenizer.Decode(ids.Where(x => !eos.Contains(x)).Select(x => (int)x)), g.StopStrings));
-        }
-        return result;
-    }
-
-    /// <summary>(Σ log p, mean log p per token) of completion + eos given the prompt, per pair.</summary>
-    public IReadOnlyList<(double Score, double ScorePerToken)> Score(IReadOnlyList<(string Prompt, string Completion)> pairs)
-    {
-        ThrowIfDisposed();
-        var result = new List<(double, double)>();
-        int bs = Settings.BatchSize;
-        for (int i = 0; i < pairs.Count; i += bs)
-        {
-            var ex = pairs.Skip(i).Take(bs).Select((p, j) => Encoder.Encode(p.Prompt, p.Completion, i + j, Settings.CompletionColumnName)).ToList();
-            foreach (var (sum, count) in ScoreBatch(ex)) result.Add((sum, count == 0 ? 0 : sum / count));
-        }
-        return result;
-    }
-
-    /// <summary>
-    /// Per example: (Σ log p(target), number of targets) over the labelled (completion + eos) positions, through the
-    /// method's LM head on those positions, in chunks (the same labels and log-probs as the training objective).
-    /// </summary>
-    List<(double Sum, int Count)> ScoreBatch(IReadOnlyList<EncodedExample> examples)
-    {
-        using var _ = torch.no_grad();
-        using var scope = torch.NewDisposeScope();
-        using var batch = FinetuneTrainer.Collate(examples, Encoder.PadId, Model.Device);
-        var hidden = Method.HiddenStates(Model, batch.InputIds, batch.AttentionMask);
-        var (lp, m) = FinetuneObjective.TargetLogProbs(Model, hidden, batch.Labels); // the head on completion positions only
-        var sums = lp.to_type(ScalarType.Float64).sum(1).cpu().data<double>().ToArray();
-        var counts = m.sum(1).to_type(ScalarType.Float64).cpu().data<double>().ToArray();
-        return sums.Select((s, i) => (s, (int)counts[i])).ToList();
-    }
-
-    static string CutAtStop(string text, string[] stops)
-    {
-        int cut = text.Length;
-        foreach (var s in stops ?? Array.Empty<string>())
-            if (!string.IsNullOrEmpty(s)) { int at = text.IndexOf(s, StringComparison.Ordinal); if (at >= 0 && at < cut) cut = at; }
-        return text[..cut];
-    }
-
-    private sealed class Mapper : IBatchColumnMapper
-    {
-        private readonly FinetuneTransformer _t;
-        private readonly bool _score;
-        public Mapper(FinetuneTransformer t, DataViewSchema schema)
-        {
-            _t = t;
-            _score = t.ScoresCompletions(schema);
-        }
-        public IReadOnlyList<string> InputColumns => _score
-            ? new[] { _t.Settings.PromptColumnName, _t.Settings.CompletionColumnName } : new[] { _t.Settings.PromptColumnName };
-        public IReadOnlyList<(string Name, DataViewType Type)> OutputColumns
-        {
-            get
-            {
-                var list = new List<(string, DataViewType)> { (_t.Settings.OutputColumnName, TextDataViewType.Instance) };
-                if (_score)
-                {
-                    list.Add((_t.Settings.ScoreColumnName, NumberDataViewType.Single));
-                    list.Add((_t.Settings.ScorePerTokenColumnName, NumberDataViewType.Single));
-                }
-                return list;
-            }
-        }
-        public int BatchSize => _t.Settings.BatchSize;
-        public object[][] MapBatch(IReadOnlyList<object[]> inputs)
-        {
-            var prompts = inputs.Select(r => r[0]?.ToString() ?? "").ToList();
-            var text = _t.Generate(prompts);
-            if (!_score) return text.Select(s => new object[] { s }).ToArray();
-            var scores = _t.Score(inputs.Select(r => (r[0]?.ToString() ?? "", r[1]?.ToString() ?? "")).ToList());
-            return text.Select((s, i) => new object[] { s, (float)scores[i].Score, (float)scores[i].ScorePerToken }).ToArray();
-        }
-    }
-
-    private sealed class EmptyDataView(DataViewSchema schema) : IDataView
-    {
-        public bool CanShuffle => false;
-        public DataViewSchema Schema { get; } = schema;
-        public long? GetRowCount() => 0;
-        public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null) => throw new NotSupportedException();
-        public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null) => throw new NotSupportedException();
-    }
 
     // ---------------------------------------------------------------- persistence
 
@@ -292,6 +213,7 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
         w.WriteEntry("history.csv", System.Text.Encoding.UTF8.GetBytes(TrainingHistory.ToCsv()));
         w.WriteEntry("weights.safetensors", TensorsToBytes(tensors));
         foreach (var (name, bytes) in _baseFiles) w.WriteEntry("base/" + name, bytes);
+        if (ChatTemplate is not null) w.WriteEntry("chat_template.json", System.Text.Encoding.UTF8.GetBytes(ChatTemplate.ToJson()));
     });
 
     private static FinetuneTransformer Create(IHostEnvironment env, ModelLoadContext ctx) => ModelPersistence.Load(ctx, Info, r =>
@@ -333,7 +255,8 @@ public sealed class FinetuneTransformer : ITransformer, ICanSaveModel, IDisposab
         try { method.LoadState(tensors); }
         finally { foreach (var t in tensors.Values) t.Dispose(); }
         foreach (var (_, p) in method.TrainableParameters) p.requires_grad = false;
-        return new FinetuneTransformer(env, model, tokenizer, method, settings, history, baseRef, baseFiles);
+        var template = r.TryReadEntry("chat_template.json") is { } templateJson ? ChatTemplate.FromJson(System.Text.Encoding.UTF8.GetString(templateJson)) : null;
+        return new FinetuneTransformer(env, model, tokenizer, method, settings, history, baseRef, baseFiles, template);
     });
 
     /// <summary>Finds the base model folder of <paramref name="reference"/> (see the class remarks for the search order).</summary>

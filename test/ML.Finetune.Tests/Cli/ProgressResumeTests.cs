@@ -89,7 +89,8 @@ public class ProgressResumeTests : IDisposable
 
         var (code, output, errors) = await RunUntil(args, 110, p => CliRunner.Interrupt(p));
         Assert.True(code == CliCancellation.ExitCode, $"exit {code}\n{string.Join('\n', output)}\n{errors}");
-        Assert.Equal($"resuming from the checkpoint at step {crashedAt}/{Steps} in {checkpoints}", output[0]);
+        Assert.StartsWith("data: ", output[0]); // the detected data format, then the resume
+        Assert.Equal($"resuming from the checkpoint at step {crashedAt}/{Steps} in {checkpoints}", output[1]);
         Assert.Contains("stopping at the next safe point", errors);
         var stopped = output.Select(l => Regex.Match(l, @"^stopped after step (\d+)/400; checkpoint in (.+): run the same command again to resume$"))
             .Single(m => m.Success);

@@ -66,4 +66,29 @@ public sealed class CliUnderMpiTests : IDisposable
         }
         finally { (loaded as IDisposable)?.Dispose(); }
     }
+
+    [MpiFact]
+    public void PackedConversationsUnderMpirunEqualOneProcess()
+    {
+        // 8 conversations packed into a few rows of 128 tokens: each rank takes its shard of the global batch of rows, and
+        // the CE divisor stays the whole batch's target count.
+        string model = ML.Finetune.Tests.Chat.TinyChatModel.Create(Path.Combine(_dir, "chat-model"));
+        string data = Path.Combine(_dir, "chats.jsonl");
+        var exchanges = ML.Finetune.Tests.Chat.TinyChatModel.Exchanges;
+        File.WriteAllLines(data, exchanges.Concat(exchanges.Select(x => (x.User + " Please.", x.Assistant + " Done.")))
+            .Select(x => $"{{\"messages\": {ML.Finetune.Tests.Chat.TinyChatModel.Json(x.Item1, x.Item2)}}}"));
+        string[] Finetune(string outDir) => ["finetune", "--model", model, "--data", data, "--method", "lora", "--rank", "4", "--steps", "3",
+            "--packing", "--dtype", "float32", "--out", outDir];
+        string two = Path.Combine(_dir, "two"), one = Path.Combine(_dir, "one");
+        string mpiOutput = MpiRun.RunOk(2, MpiRun.SamplesPath, Finetune(two));
+        var err = new StringWriter();
+        Assert.True(Commands.Run(Finetune(one), err, new StringWriter()) == 0, err.ToString());
+        Assert.Single(mpiOutput.Split('\n'), l => l.StartsWith("data: ") && l.Contains("8 conversations") && l.Contains("packed into rows of 128 tokens"));
+        MpiRun.AssertClose(Path.Combine(two, "adapter", "adapter_model.safetensors"), Path.Combine(one, "adapter", "adapter_model.safetensors"), atol: 1e-6);
+        var h2 = TrainingHistory.FromCsv(File.ReadAllText(Path.Combine(two, "history.csv"))).Records;
+        var h1 = TrainingHistory.FromCsv(File.ReadAllText(Path.Combine(one, "history.csv"))).Records;
+        Assert.Equal(3, h1.Count);
+        for (int i = 0; i < h1.Count; i++)
+            Assert.True(Math.Abs(h1[i].TrainLoss - h2[i].TrainLoss) <= 1e-6, $"step {i}: loss {h2[i].TrainLoss.ToString(CultureInfo.InvariantCulture)} vs {h1[i].TrainLoss.ToString(CultureInfo.InvariantCulture)}");
+    }
 }

@@ -106,7 +106,10 @@ public class PredictionEngineTests
         var ml = new MLContext(seed: 1);
         var rows = TinyWordModel.Facts.Select(f => new Question { Text = f.Prompt, Completion = f.Completion }).ToList();
         var data = ml.Data.LoadFromEnumerable(rows);
-        using var chain = ml.Transforms.CopyColumns("Prompt", "Text").Append(Estimator(ml, "lora")).Fit(data);
+        // The chain's output has a Text column besides Prompt and Completion: the format is named, since Auto would
+        // (rightly) refuse to guess between prompt/completion and plain-text data.
+        var lora = ml.Transforms.LoraFinetune(Configure(new LoraFinetuneOptions { Rank = 4, Alpha = 8, DataFormat = FinetuneDataFormat.PromptCompletion }, 3e-2, 60));
+        using var chain = ml.Transforms.CopyColumns("Prompt", "Text").Append(lora).Fit(data);
         var expected = chain.Transform(data).GetColumn<string>("GeneratedText").ToList();
         using var engine = ml.Model.CreatePredictionEngine<Question, Prediction>(chain, Shared);
         Assert.Equal(expected, rows.Select(r => engine.Predict(r).GeneratedText));
