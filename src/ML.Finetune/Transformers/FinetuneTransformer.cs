@@ -10,6 +10,7 @@ using ML.Finetune.Estimators;
 using ML.Finetune.Generation;
 using ML.Finetune.Models;
 using ML.Finetune.Persistence;
+using ML.Finetune.Runtime;
 using ML.Finetune.Tokenization;
 using ML.Finetune.Training;
 using TorchSharp;
