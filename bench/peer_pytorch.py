@@ -4,7 +4,13 @@ process. Prints one line "RESULT {json}" with the harness's field names. Plain P
 the model below mirrors src/ML.Finetune/Models/Gpt2.cs (eager attention, gelu_new, tied head, fp32 logits).
 bf16 path by hand, exactly like ours: frozen base weights cast once to bf16, trained parameters float32 masters
 (adapters/prompts cast to bf16 inside the forward; full finetuning keeps bf16 weights plus fp32 masters), fp32 loss."""
-import argparse, json, math, statistics, time
+import argparse, json, math, os, statistics, sys, time
+
+# --isa avx2: cap ATen, MKL and oneDNN to AVX2 before torch loads (set here because sid-python passes only a few
+# variables into its chroot); the harness gives our children the same variables.
+if "--isa" in sys.argv and sys.argv[sys.argv.index("--isa") + 1] == "avx2":
+    os.environ.update(ATEN_CPU_CAPABILITY="avx2", MKL_ENABLE_INSTRUCTIONS="AVX2", ONEDNN_MAX_CPU_ISA="AVX2", DNNL_MAX_CPU_ISA="AVX2",
+                      OPENBLAS_CORETYPE="Haswell")  # Debian's torch uses OpenBLAS (DYNAMIC_ARCH)
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -105,7 +111,7 @@ def build(layers, seed, dtype):
 
 class Trainer:
     def __init__(self, m, mode, a):
-        self.m, self.mode, self.k = m, mode, a.virtual_tokens
+        self.m, self.mode, self.k, self.completion = m, mode, a.virtual_tokens, a.completion
         g = torch.Generator().manual_seed(a.seed + 1)
         self.mirror, params = [], []
         if mode != "full":
@@ -148,7 +154,11 @@ class Trainer:
         else:
             logits = self.m(ids)
         v = logits.shape[2]
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, v), ids[:, 1:].reshape(-1))
+        targets = ids[:, 1:]
+        if 0 < self.completion < ids.shape[1]:  # SFT-shaped: prompt positions ignored (-100), as HF's default path does
+            targets = targets.clone()
+            targets[:, : ids.shape[1] - self.completion - 1] = -100
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, v), targets.reshape(-1), ignore_index=-100)
         loss.backward()
         for w, mp in self.mirror:
             mp.grad = w.grad.float()
@@ -193,9 +203,10 @@ def main():
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     for name, default in [("layers", 12), ("batch", 4), ("seq", 128), ("threads", 2), ("steps", 5), ("warmup", 3),
                           ("gen-steps", 5), ("gen-warmup", 3), ("gen-prompt", 16), ("gen-new", 128), ("gen-batch", 1),
-                          ("lora-rank", 8), ("virtual-tokens", 16), ("seed", 1234)]:
+                          ("lora-rank", 8), ("virtual-tokens", 16), ("seed", 1234), ("completion", 0)]:
         p.add_argument("--" + name, type=int, default=default)
     p.add_argument("--lora-alpha", type=float, default=16.0)
+    p.add_argument("--isa", choices=["avx2"], default=None)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -234,7 +245,7 @@ def main():
     print("RESULT " + json.dumps(dict(Impl="pytorch", Mode=a.mode, DType=a.dtype, TokensPerSec=per_run / (med / 1000.0),
                                       MedianMs=med, StepMs=times, PeakRssMiB=peak_rss_mib(), FaultsPerStep=(f1 - f0) / steps,
                                       TrainableParams=trainable, LastLoss=last,
-                                      Notes=f"torch {torch.__version__} {notes}".strip())))
+                                      Notes=f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()} {notes}".strip())))
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ static class KlProbe
                 var s = new KlRunSettings(n, o.TextLength, mode, o.Method, o.Layers, o.Batch, o.Steps, o.TopK, o.Threads);
                 var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
                 string entry = Environment.GetCommandLineArgs()[0];
-                if (entry.EndsWith(".dll")) psi.ArgumentList.Add(entry);
+                if (ChildProcess.NeedsEntryAssembly(entry)) psi.ArgumentList.Add(entry);
                 psi.ArgumentList.Add("--kl-child");
                 psi.ArgumentList.Add(JsonSerializer.Serialize(s));
                 using var p = Process.Start(psi)!;

@@ -185,7 +185,7 @@ static class LoadBench
     {
         var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
         string entry = Environment.GetCommandLineArgs()[0];
-        if (entry.EndsWith(".dll")) psi.ArgumentList.Add(entry);
+        if (ChildProcess.NeedsEntryAssembly(entry)) psi.ArgumentList.Add(entry);
         foreach (var a in new[] { "--load-child", dir, dtype, map ? "map" : "copy", o.Cold ? "cold" : "warm", $"{o.Threads}" }) psi.ArgumentList.Add(a);
         return Collect(psi, $"ours {shape} {dtype}", o);
     }
@@ -196,24 +196,31 @@ static class LoadBench
     /// </summary>
     static LoadResult? PeerRun(Options o, string python, string shape, string dtype)
     {
-        string script = FindScript("peer_load.py");
+        var psi = PeerProcess(python, o.PeerChroot, o.ModelsDir, FindScript("peer_load.py"), shape);
+        foreach (var a in new[] { "--dtype", dtype, "--threads", $"{o.Threads}" }) psi.ArgumentList.Add(a);
+        if (o.Cold) foreach (var f in CausalLMFactory.WeightFiles(Path.Combine(o.ModelsDir, shape))) Evict(f);
+        psi.Environment["OMP_NUM_THREADS"] = $"{o.Threads}";
+        return Collect(psi, $"pytorch {shape} {dtype}", o) is LoadResult r ? r with { Shape = shape, Cold = o.Cold } : null;
+    }
+
+    /// <summary>`python script --model FOLDER`; with a chroot peer (sid-python) the models folder is bind-mounted on
+    /// the chroot's /mnt inside a private mount namespace (needs root). Callers add their own arguments.</summary>
+    internal static ProcessStartInfo PeerProcess(string python, string? chroot, string modelsDir, string script, string shape)
+    {
         ProcessStartInfo psi;
-        if (o.PeerChroot != null)
+        if (chroot != null)
         {
             psi = new ProcessStartInfo("unshare") { RedirectStandardOutput = true, RedirectStandardError = true };
             foreach (var a in new[] { "--mount", "--propagation", "private", "sh", "-c", "mount --bind \"$1\" \"$2/mnt\" && shift 2 && exec \"$@\"", "sh",
-                         Path.GetFullPath(o.ModelsDir), o.PeerChroot, python, script, "--model", $"/mnt/{shape}" })
+                         Path.GetFullPath(modelsDir), chroot, python, script, "--model", $"/mnt/{shape}" })
                 psi.ArgumentList.Add(a);
         }
         else
         {
             psi = new ProcessStartInfo(python) { RedirectStandardOutput = true, RedirectStandardError = true };
-            foreach (var a in new[] { script, "--model", Path.Combine(o.ModelsDir, shape) }) psi.ArgumentList.Add(a);
+            foreach (var a in new[] { script, "--model", Path.Combine(modelsDir, shape) }) psi.ArgumentList.Add(a);
         }
-        foreach (var a in new[] { "--dtype", dtype, "--threads", $"{o.Threads}" }) psi.ArgumentList.Add(a);
-        if (o.Cold) foreach (var f in CausalLMFactory.WeightFiles(Path.Combine(o.ModelsDir, shape))) Evict(f);
-        psi.Environment["OMP_NUM_THREADS"] = $"{o.Threads}";
-        return Collect(psi, $"pytorch {shape} {dtype}", o) is LoadResult r ? r with { Shape = shape, Cold = o.Cold } : null;
+        return psi;
     }
 
     static LoadResult? Collect(ProcessStartInfo psi, string what, Options o)
@@ -270,7 +277,7 @@ static class LoadBench
         return -1;
     }
 
-    static string FindScript(string name)
+    internal static string FindScript(string name)
     {
         for (var d = new DirectoryInfo(AppContext.BaseDirectory); d != null; d = d.Parent)
             if (File.Exists(Path.Combine(d.FullName, "bench", name))) return Path.Combine(d.FullName, "bench", name);

@@ -36,6 +36,7 @@ if (args.Length > 1 && args[0] == "--train-child") return TrainBench.ChildMain(a
 if (args.Length > 0 && args[0] == "--kl-probe") { KlProbe.Run(KlProbe.Parse(args)); return 0; }
 if (args.Length > 1 && args[0] == "--kl-child") return KlProbe.ChildMain(args[1]);
 if (args.Length > 0 && args[0] == "--kl-topk-error") return TopKErrorProbe.Run(args);
+if (args.Length > 0 && args[0] == "--gemm-shapes") { GemmShapesProbe.Run(2); return 0; }
 if (args.Length > 0 && args[0] == "--matmul-probe") { MatmulProbe.Run(2); return 0; }
 if (args.Length > 0 && args[0] == "--rss-probe") { RssProbe.Run(2, args.Length > 1 ? int.Parse(args[1]) : 2000); return 0; }
 if (args.Length > 0 && args[0] == "--kernel-probe") { KernelProbe.Run(2); return 0; }
@@ -47,6 +48,10 @@ Console.WriteLine($"ML.Finetune.Bench: GPT-2-small shape ({opt.Settings.Layers} 
                   $"after {opt.Settings.Warmup} warm-ups (generation: {opt.Settings.GenSteps} after {opt.Settings.GenWarmup}); " +
                   $"malloc tuning {(opt.Malloc ? "on" : "off")}; each mode in its own process.");
 Console.WriteLine($"TorchSharp {typeof(torch).Assembly.GetName().Version}, {Environment.ProcessorCount} CPUs, load avg {LoadAvg()}");
+Console.WriteLine($"CPU: {LoadBench.CpuModel()}; flags: {string.Join(" ", LoadBench.CpuFlags())}");
+if (opt.Isa != null)
+    Console.WriteLine($"Kernels capped to {opt.Isa.ToUpperInvariant()} on both sides (ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA; the peer also OPENBLAS_CORETYPE=Haswell): " +
+                      "the code paths an AVX2-only CPU runs, on this CPU's cores and caches.");
 
 string? peer = opt.Peer ? Peer.Find() : null;
 string? peerProblem = opt.Peer ? Peer.Check(peer) : "disabled (--no-peer)";
@@ -83,6 +88,8 @@ sealed class Options
     public string? JsonOut;
     public bool Peer = true, Malloc = true, Help;
     public string? MatmulPrecision;
+    /// <summary>"avx2": both sides' children run with their CPU kernels capped to AVX2.</summary>
+    public string? Isa;
     public int TimeoutS = 1800;
 
     public const string Usage = """
@@ -98,7 +105,10 @@ sealed class Options
           --fp32-matmul ieee|bf16  float32 matmul precision in our children (TorchCpuMath; default ieee)
           --tensor-op-optimizer    our AdamW in its per-tensor torch-op form instead of the fused CPU pass
           --checkpointing     activation checkpointing per layer in our training modes (CausalLM.GradientCheckpointing)
+          --completion N      SFT-shaped training: the loss on the last N positions of each sequence only (the rest is
+                              prompt, label -100), on both sides; default 0 = every position
           --full-logits       our loss from full [B,T,V] logits (the path before the chunked head) instead of the chunked head
+          --isa avx2          cap both sides' kernels (ATen, MKL, oneDNN) to AVX2, as on a CPU without AVX-512/bf16
           --json FILE         write all results as JSON
         """;
 
@@ -124,11 +134,13 @@ sealed class Options
                 case "--seq": s = s with { Seq = Int() }; break;
                 case "--threads": s = s with { Threads = Int() }; break;
                 case "--json": o.JsonOut = Next(); break;
+                case "--isa": o.Isa = Next().ToLowerInvariant() is "avx2" ? "avx2" : throw new ArgumentException("--isa takes avx2"); break;
                 case "--no-peer": o.Peer = false; break;
                 case "--no-malloc-tuning": o.Malloc = false; break;
                 case "--tensor-op-optimizer": s = s with { FusedOptimizer = false }; break;
                 case "--checkpointing": s = s with { Checkpointing = true }; break;
                 case "--full-logits": s = s with { FullLogits = true }; break;
+                case "--completion": s = s with { Completion = Int() }; break;
                 case "--fp32-matmul": o.MatmulPrecision = Next(); break;
                 case "-h": case "--help": case "-help": o.Help = true; break;
                 default: throw new ArgumentException($"unknown option {a[i]}\n{Usage}");
@@ -147,7 +159,7 @@ static class Child
     {
         var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
         string? entry = Environment.GetCommandLineArgs()[0];
-        if (entry.EndsWith(".dll")) psi.ArgumentList.Add(entry); // run through `dotnet x.dll`
+        if (ChildProcess.NeedsEntryAssembly(entry)) psi.ArgumentList.Add(entry); // run through `dotnet x.dll`
         foreach (var a in new[] { "--child", mode, dtype, JsonSerializer.Serialize(o.Settings) }) psi.ArgumentList.Add(a);
         Env(psi, o);
         if (o.MatmulPrecision != null) psi.Environment["BENCH_FP32_MATMUL"] = o.MatmulPrecision;
@@ -162,8 +174,9 @@ static class Child
                      "--seq", $"{s.Seq}", "--threads", $"{s.Threads}", "--steps", $"{s.Steps}", "--warmup", $"{s.Warmup}",
                      "--gen-steps", $"{s.GenSteps}", "--gen-warmup", $"{s.GenWarmup}", "--gen-prompt", $"{s.GenPrompt}",
                      "--gen-new", $"{s.GenNew}", "--gen-batch", $"{s.GenBatch}", "--lora-rank", $"{s.LoraRank}",
-                     "--lora-alpha", $"{s.LoraAlpha}", "--virtual-tokens", $"{s.VirtualTokens}", "--seed", $"{s.Seed}" })
+                     "--lora-alpha", $"{s.LoraAlpha}", "--virtual-tokens", $"{s.VirtualTokens}", "--seed", $"{s.Seed}", "--completion", $"{s.Completion}" })
             psi.ArgumentList.Add(a);
+        if (o.Isa != null) { psi.ArgumentList.Add("--isa"); psi.ArgumentList.Add(o.Isa); }
         Env(psi, o);
         // Same malloc settings as our children (PyTorch has no mallopt call of its own): GLIBC_TUNABLES at start.
         if (o.Malloc)
@@ -178,6 +191,13 @@ static class Child
         psi.Environment["OMP_NUM_THREADS"] = $"{o.Settings.Threads}";
         psi.Environment["MKL_NUM_THREADS"] = $"{o.Settings.Threads}";
         psi.Environment["OPENBLAS_NUM_THREADS"] = $"{o.Settings.Threads}";
+        if (o.Isa == "avx2")
+        {
+            psi.Environment["ATEN_CPU_CAPABILITY"] = "avx2";   // ATen's vectorized kernels (default: the best the CPU has)
+            psi.Environment["MKL_ENABLE_INSTRUCTIONS"] = "AVX2"; // MKL's GEMM code path
+            psi.Environment["ONEDNN_MAX_CPU_ISA"] = "AVX2";     // oneDNN (bf16 paths, some convolutions/matmuls)
+            psi.Environment["DNNL_MAX_CPU_ISA"] = "AVX2";
+        }
     }
 
     static BenchResult? Collect(ProcessStartInfo psi, string impl, string mode, string dtype, Options o)

@@ -41,13 +41,19 @@ static class TrainBench
         public double MaxRssGB = 6;
         public long Seed = 1;
         public string? JsonOut;
+        /// <summary>HF transformers + PEFT (bench/peer_train.py) after each of our runs, same settings.</summary>
+        public bool Peer;
+        public string? PeerPython = Environment.GetEnvironmentVariable("BENCH_PYTHON") is { Length: > 0 } p ? p : null;
+        public string? PeerChroot;
     }
 
     public const string Usage = """
         dotnet <bench dll> --train-bench [--models-dir /work/bench-models] [--shapes qwen2.5-0.5b,llama-3.2-1b] [--modes lora,full]
                            [--seq 512] [--batch 1] [--completion N] [--steps 3] [--warmup 1] [--dtype auto|bf16|fp32]
                            [--checkpointing off|on|both] [--lora-rank 8] [--lora-targets q_proj,v_proj|all-linear]
-                           [--threads 2] [--max-rss-gb 6] [--json out.json]
+                           [--threads 2] [--max-rss-gb 6] [--peer] [--peer-chroot DIR|none] [--json out.json]
+          --peer           after each run, HF transformers + PEFT on the same folder and settings (bench/peer_train.py,
+                           with $BENCH_PYTHON, e.g. ../shared/peer/sid-python; its chroot gets the models folder on /mnt)
           --completion N   only the last N tokens of each row carry labels (SFT-shaped); 0 (default) = every token
           --max-rss-gb     skip runs whose estimated anonymous memory is above this (printing the command that runs them)
         """;
@@ -76,9 +82,14 @@ static class TrainBench
                 case "--max-rss-gb": o.MaxRssGB = double.Parse(Next()); break;
                 case "--seed": o.Seed = long.Parse(Next()); break;
                 case "--json": o.JsonOut = Next(); break;
+                case "--peer": o.Peer = true; break;
+                case "--peer-chroot": o.PeerChroot = Next() is var c && c != "none" ? c : null; break;
                 default: throw new ArgumentException($"unknown option {a[i]}\n{Usage}");
             }
         }
+        if (o.Peer && o.PeerPython == null) throw new ArgumentException("--peer needs BENCH_PYTHON (e.g. ../shared/peer/sid-python)");
+        if (o.PeerPython != null && Path.GetFileName(o.PeerPython) == "sid-python" && !a.Contains("--peer-chroot"))
+            o.PeerChroot = Environment.GetEnvironmentVariable("SID_ROOT") is { Length: > 0 } r ? r : "/srv/sid-root";
         foreach (var s in o.Shapes) RealShapes.Find(s);
         foreach (var m in o.Modes) if (m is not ("lora" or "full")) throw new ArgumentException($"unknown mode {m} (lora, full)");
         if (o.DType is not ("auto" or "bf16" or "fp32")) throw new ArgumentException($"unknown dtype {o.DType}");
@@ -113,6 +124,7 @@ static class TrainBench
                     var s = new TrainRunSettings(dir, shape, mode, dtype, o.Batch, o.Seq, o.Completion, o.Steps, o.Warmup, ck, o.Threads, o.LoraRank, o.LoraTargets, o.Seed);
                     Console.WriteLine($"{shape} {mode}{(ck ? " +ckpt" : "")}: estimated anonymous memory {estimate:F1} GB; running ...");
                     if (Child(s) is TrainResult r) { results.Add(r); Print(r); }
+                    if (o.Peer && PeerRun(o, s) is TrainResult pr) { results.Add(pr); Print(pr, "HF+PEFT"); }
                 }
         }
         Console.WriteLine($"load avg after: {LoadBench.LoadAvg()}");
@@ -147,8 +159,8 @@ static class TrainBench
         return (state + activations + head) / 1e9 + 0.5;
     }
 
-    static void Print(TrainResult r) =>
-        Console.WriteLine($"{r.Shape,-13} {r.Mode,-4} {r.DType,-4} B={r.Batch} T={r.Seq}{(r.Checkpointing ? " ckpt" : "")} | load {r.LoadSeconds:F1} s, " +
+    static void Print(TrainResult r, string impl = "ours") =>
+        Console.WriteLine($"{impl,-7} {r.Shape,-13} {r.Mode,-4} {r.DType,-4} B={r.Batch} T={r.Seq}{(r.Checkpointing ? " ckpt" : "")} | load {r.LoadSeconds:F1} s, " +
                           $"1st step {r.FirstStepSeconds:F1} s, median step {r.MedianStepSeconds:F2} s = {r.TokensPerSec:F1} tok/s | peak RSS {r.PeakRssMiB:F0} MiB " +
                           $"(anon {r.PeakAnonMiB:F0}, file {r.PeakFileMiB:F0}) | trainable {r.TrainableParams:N0} of {r.Parameters:N0} | loss {r.LastLoss:F4} | {r.Notes}");
 
@@ -156,9 +168,31 @@ static class TrainBench
     {
         var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
         string entry = Environment.GetCommandLineArgs()[0];
-        if (entry.EndsWith(".dll")) psi.ArgumentList.Add(entry);
+        if (ChildProcess.NeedsEntryAssembly(entry)) psi.ArgumentList.Add(entry);
         psi.ArgumentList.Add("--train-child");
         psi.ArgumentList.Add(JsonSerializer.Serialize(s));
+        return Collect(psi);
+    }
+
+    /// <summary>bench/peer_train.py (HF transformers + PEFT) with the run's settings; the same malloc tuning.</summary>
+    static TrainResult? PeerRun(Options o, TrainRunSettings s)
+    {
+        var psi = LoadBench.PeerProcess(o.PeerPython!, o.PeerChroot, o.ModelsDir, LoadBench.FindScript("peer_train.py"), s.Shape);
+        foreach (var a in new[] { "--shape", s.Shape, "--mode", s.Mode, "--dtype", s.DType, "--batch", $"{s.Batch}", "--seq", $"{s.Seq}",
+                     "--completion", $"{s.Completion}", "--steps", $"{s.Steps}", "--warmup", $"{s.Warmup}", "--threads", $"{s.Threads}",
+                     "--lora-rank", $"{s.LoraRank}", "--seed", $"{s.Seed}",
+                     "--lora-targets", s.LoraTargets is { } t ? string.Join(",", t) : string.Join(",", LoraMethod.DefaultTargetModules(CausalLMConfig.Load(s.Folder))) })
+            psi.ArgumentList.Add(a);
+        if (s.Checkpointing) psi.ArgumentList.Add("--checkpointing");
+        psi.Environment["OMP_NUM_THREADS"] = $"{s.Threads}";
+        psi.Environment["GLIBC_TUNABLES"] = $"glibc.malloc.mmap_threshold={MallocTuning.MmapThreshold}:glibc.malloc.trim_threshold={MallocTuning.TrimThreshold}" +
+            (MallocTuning.MmapMax is int mm ? $":glibc.malloc.mmap_max={mm}" : "");
+        Console.WriteLine($"  HF+PEFT {s.Shape} {s.Mode}{(s.Checkpointing ? " +ckpt" : "")}: running ...");
+        return Collect(psi);
+    }
+
+    static TrainResult? Collect(ProcessStartInfo psi)
+    {
         using var p = Process.Start(psi)!;
         var err = p.StandardError.ReadToEndAsync();
         var lines = new List<string>();

@@ -12,7 +12,7 @@ public sealed record BenchSettings(
     int Layers = 12, int Batch = 4, int Seq = 128, int Threads = 2, int Steps = 5, int Warmup = 3,
     int GenSteps = 5, int GenWarmup = 3, int GenPrompt = 16, int GenNew = 128, int GenBatch = 1,
     int LoraRank = 8, double LoraAlpha = 16, int VirtualTokens = 16, long Seed = 1234, bool FusedOptimizer = true,
-    bool Checkpointing = false, bool FullLogits = false);
+    bool Checkpointing = false, bool FullLogits = false, int Completion = 0);
 
 public sealed record BenchResult(
     string Impl, string Mode, string DType, double TokensPerSec, double MedianMs, double[] StepMs,
@@ -125,6 +125,7 @@ sealed class Trainer
     readonly IFinetuneMethod _method; // the library's method: full, LoRA, prompt or prefix
     readonly FinetuneOptimizer _opt;  // the library's AdamW (fused CPU pass; float32 masters for bf16 weights)
     readonly bool _fullLogits;
+    readonly int _completion;
     public long TrainableCount => _method.TrainableParameters.Sum(p => p.Parameter.numel());
     public string Notes { get; }
 
@@ -162,6 +163,8 @@ sealed class Trainer
         Notes += s.FusedOptimizer ? ", fused AdamW" : ", tensor-op AdamW";
         model.GradientCheckpointing = s.Checkpointing;
         _fullLogits = s.FullLogits;
+        _completion = s.Completion;
+        if (s.Completion > 0) Notes += $", SFT-shaped: loss on the last {s.Completion} of {s.Seq} positions";
         Notes += (s.FullLogits ? ", loss from full logits" : ", chunked head loss") + (s.Checkpointing ? ", checkpointing" : "");
     }
 
@@ -171,10 +174,14 @@ sealed class Trainer
         _opt.ZeroGrad();
         long b = ids.shape[0], t = ids.shape[1];
         using var attention = torch.ones(b, t, dtype: ScalarType.Int64);
-        // Every next token is a target: the library's chunked head (default) or full [B, T, V] logits (--full-logits).
+        // Every next token is a target, or (Completion > 0, SFT-shaped) the last Completion positions only; the
+        // library's chunked head (default) or full [B, T, V] logits (--full-logits).
+        var labels = _completion > 0 && _completion < t
+            ? torch.cat([torch.full(b, t - _completion, -100L, dtype: ScalarType.Int64), ids.narrow(1, t - _completion, _completion)], 1)
+            : ids;
         var loss = _fullLogits
-            ? FinetuneObjective.CrossEntropy(_method.Logits(_model, ids, attention), ids)
-            : FinetuneObjective.CrossEntropy(_model, _method.HiddenStates(_model, ids, attention), ids);
+            ? FinetuneObjective.CrossEntropy(_method.Logits(_model, ids, attention), labels)
+            : FinetuneObjective.CrossEntropy(_model, _method.HiddenStates(_model, ids, attention), labels);
         loss.backward();
         _opt.Step(1e-4);
         return loss.ToDouble();
