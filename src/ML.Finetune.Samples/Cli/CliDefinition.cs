@@ -100,6 +100,11 @@ public static class CliDefinition
                           "the same loss with far less padding; the batch of 16 then counts rows",
         },
         new Option<bool>("--all-tokens") { Description = "conversations: train on every token, not only the assistant messages (the default)" },
+        new Option<bool>("--gradient-checkpointing")
+        {
+            Description = "activation checkpointing per decoder layer: the same gradients with far less memory for long rows, about one more " +
+                          "forward pass of time (docs/training-memory.md)",
+        },
         new Option<string>("--targets")
         {
             Description = "LoRA target modules, comma-separated (e.g. q_proj,v_proj,lm_head) or all-linear; default: PEFT's for the family (lora)",

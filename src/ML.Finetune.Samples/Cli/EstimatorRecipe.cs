@@ -14,7 +14,8 @@ namespace ML.Finetune.Samples.Cli;
 /// (64 for conversations and texts, whose replies are longer), the data format detected from the file.
 /// </summary>
 public sealed record EstimatorRecipe(string Model, string Method, int Steps, int Warmup, int Seed, int Rank, int VirtualTokens, bool Projection, int MaxLength,
-    FinetuneDType DType = FinetuneDType.Auto, bool Packing = false, bool AllTokens = false, string[]? Targets = null)
+    FinetuneDType DType = FinetuneDType.Auto, bool Packing = false, bool AllTokens = false, string[]? Targets = null,
+    bool GradientCheckpointing = false)
 {
     public const int BatchSize = 16;
 
@@ -41,7 +42,7 @@ public sealed record EstimatorRecipe(string Model, string Method, int Steps, int
             DataChecks.MaxLength(a, config), a.GetValue<string>("--dtype") switch
             {
                 "float32" => FinetuneDType.Float32, "bfloat16" => FinetuneDType.BFloat16, _ => FinetuneDType.Auto,
-            }, a.GetValue<bool>("--packing"), a.GetValue<bool>("--all-tokens"), targets);
+            }, a.GetValue<bool>("--packing"), a.GetValue<bool>("--all-tokens"), targets, a.GetValue<bool>("--gradient-checkpointing"));
     }
 
     /// <summary>The settings that decide the result (a resumed run must match them), as text.</summary>
@@ -74,7 +75,7 @@ public sealed record EstimatorRecipe(string Model, string Method, int Steps, int
             o.MaxSequenceLength = MaxLength;
             o.Generation = new FinetuneGenerationOptions { MaxNewTokens = format == FinetuneDataFormat.PromptCompletion ? 8 : 64 };
             o.CheckpointFolder = checkpointFolder; o.CheckpointEveryNSteps = checkpointEvery; o.DType = DType;
-            o.Packing = Packing; o.AssistantOnlyLoss = !AllTokens;
+            o.Packing = Packing; o.AssistantOnlyLoss = !AllTokens; o.GradientCheckpointing = GradientCheckpointing;
             return o;
         }
         return Method switch
