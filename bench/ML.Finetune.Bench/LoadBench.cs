@@ -75,8 +75,7 @@ static class LoadBench
                 default: throw new ArgumentException($"unknown option {a[i]}\n{Usage}");
             }
         }
-        if (o.PeerPython != null && Path.GetFileName(o.PeerPython) == "sid-python" && !a.Contains("--peer-chroot"))
-            o.PeerChroot = Environment.GetEnvironmentVariable("SID_ROOT") is { Length: > 0 } r ? r : "/srv/sid-root";
+        if (!a.Contains("--peer-chroot")) o.PeerChroot = DefaultPeerChroot(o.PeerPython);
         if (!o.Peer) o.PeerPython = null;
         foreach (var s in o.Shapes) RealShapes.Find(s);
         foreach (var d in o.DTypes) if (d is not ("fp32" or "bf16")) throw new ArgumentException($"unknown dtype {d}");
@@ -202,6 +201,12 @@ static class LoadBench
         psi.Environment["OMP_NUM_THREADS"] = $"{o.Threads}";
         return Collect(psi, $"pytorch {shape} {dtype}", o) is LoadResult r ? r with { Shape = shape, Cold = o.Cold } : null;
     }
+
+    /// <summary>The chroot of a sid-python peer ($SID_ROOT, default /srv/sid-root); null for any other Python.</summary>
+    internal static string? DefaultPeerChroot(string? python) =>
+        python != null && Path.GetFileName(python) == "sid-python"
+            ? Environment.GetEnvironmentVariable("SID_ROOT") is { Length: > 0 } r ? r : "/srv/sid-root"
+            : null;
 
     /// <summary>`python script --model FOLDER`; with a chroot peer (sid-python) the models folder is bind-mounted on
     /// the chroot's /mnt inside a private mount namespace (needs root). Callers add their own arguments.</summary>

@@ -88,8 +88,7 @@ static class TrainBench
             }
         }
         if (o.Peer && o.PeerPython == null) throw new ArgumentException("--peer needs BENCH_PYTHON (e.g. ../shared/peer/sid-python)");
-        if (o.PeerPython != null && Path.GetFileName(o.PeerPython) == "sid-python" && !a.Contains("--peer-chroot"))
-            o.PeerChroot = Environment.GetEnvironmentVariable("SID_ROOT") is { Length: > 0 } r ? r : "/srv/sid-root";
+        if (!a.Contains("--peer-chroot")) o.PeerChroot = LoadBench.DefaultPeerChroot(o.PeerPython);
         foreach (var s in o.Shapes) RealShapes.Find(s);
         foreach (var m in o.Modes) if (m is not ("lora" or "full")) throw new ArgumentException($"unknown mode {m} (lora, full)");
         if (o.DType is not ("auto" or "bf16" or "fp32")) throw new ArgumentException($"unknown dtype {o.DType}");
