@@ -141,7 +141,7 @@ static class TrainBench
     /// <summary>
     /// A rough upper estimate of the anonymous memory of a run (weights mapped from the file are not counted): full
     /// finetuning holds per parameter the written weights, their gradient, AdamW's m and v (and fp32 masters over bf16
-    /// weights) and θ_p; activations per layer ≈ B·T·(16·d + 6·intermediate) elements plus, below 1,024 keys in bf16
+    /// weights) and, unless it is mapped from the file, θ_p; activations per layer ≈ B·T·(16·d + 6·intermediate) elements plus, below 1,024 keys in bf16
     /// (eager attention), three [heads, T, T] float32 score tensors; with checkpointing one layer's worth plus each
     /// layer's input.
     /// </summary>
@@ -149,7 +149,8 @@ static class TrainBench
     {
         long parameters = RealShapes.Entries(c).Sum(e => e.ByteLength / 2);
         double bytes = dtype == "bf16" ? 2 : 4;
-        double state = mode == "full" ? parameters * (dtype == "bf16" ? 2 + 2 + 4 + 8 + 2 : 4 + 4 + 8 + 4) : 0;
+        // bf16: θ_p is a second mapping of the bf16 file (page cache), not anonymous; fp32: a converted copy.
+        double state = mode == "full" ? parameters * (dtype == "bf16" ? 2 + 2 + 4 + 8 : 4 + 4 + 8 + 4) : 0;
         if (dtype == "fp32" && mode == "lora") state += parameters * 4.0; // converted weights are anonymous copies
         double perLayer = (double)b * t * (16.0 * c.HiddenSize + 6.0 * c.IntermediateSize) * bytes
                           + (dtype == "bf16" && t < 1024 ? 3.0 * b * c.NumHeads * t * t * 4 : 0);

@@ -6,6 +6,25 @@ namespace ML.Finetune.Checkpoints;
 /// <summary>Where one model parameter comes from: a tensor in a mapped file, stored transposed or not.</summary>
 public sealed record WeightSource(SafeTensorsMapping File, SafeTensorInfo Info, bool Transposed);
 
+/// <summary>
+/// A parameter that was loaded as the mapped file itself (<see cref="PretrainedCheckpoint.Read"/> with alias): its file
+/// and stored tensor, so that a second, read-only view of the same pretrained values can be made later without a copy.
+/// </summary>
+public sealed record MappedWeight(string Path, SafeTensorInfo Info)
+{
+    /// <summary>
+    /// A new tensor that is the stored tensor again in <paramref name="file"/> (opened on <see cref="Path"/>): another
+    /// copy-on-write mapping whose pages are shared with the page cache; null when the file no longer holds that tensor
+    /// at the same place (changed since loading). The tensor's mapping outlives <paramref name="file"/>.
+    /// </summary>
+    public Tensor? MapAgain(SafeTensorsMapping file)
+    {
+        if (!file.Header.Tensors.TryGetValue(Info.Name, out var now) || now.DType != Info.DType || now.Begin != Info.Begin
+            || now.End != Info.End || !now.Shape.SequenceEqual(Info.Shape) || !file.IsAligned(now)) return null;
+        return file.Alias(now);
+    }
+}
+
 /// <summary>How a checkpoint key relates to a model: see <see cref="PretrainedCheckpoint.Match"/>.</summary>
 public interface ICheckpointLayout
 {
@@ -104,15 +123,18 @@ public sealed class PretrainedCheckpoint : IDisposable
     public static Tensor Read(WeightSource source, ScalarType dtype, Device? device, bool alias)
     {
         var (file, info, transposed) = source;
-        bool onCpu = device == null || device.type == DeviceType.CPU;
-        if (alias && onCpu && !transposed && SafeTensors.ScalarTypeOf(info.DType) == dtype && file.IsAligned(info))
-            return file.Alias(info);
+        if (alias && CanAlias(source, dtype, device)) return file.Alias(info);
         var shape = transposed ? [info.Shape[1], info.Shape[0]] : info.Shape;
         var t = torch.empty(shape, dtype, device);
         try { file.CopyTo(info, t, transposed); }
         catch { t.Dispose(); throw; }
         return t;
     }
+
+    /// <summary>Whether <see cref="Read"/> with alias returns the mapped file itself: CPU, same dtype, not transposed, aligned.</summary>
+    public static bool CanAlias(WeightSource source, ScalarType dtype, Device? device) =>
+        (device == null || device.type == DeviceType.CPU) && !source.Transposed
+        && SafeTensors.ScalarTypeOf(source.Info.DType) == dtype && source.File.IsAligned(source.Info);
 
     static CheckpointFormatException Bad(string path, string message) => new(message) { FilePath = path };
 

@@ -66,6 +66,13 @@ public abstract class CausalLM : nn.Module
 
     public CausalLMConfig Config { get; }
 
+    /// <summary>
+    /// The parameters (by name) that <see cref="CausalLMFactory.LoadPretrained"/> loaded as the mapped checkpoint file
+    /// itself, with where they are stored: full finetuning maps them again as its θ_p instead of copying them.
+    /// Empty for models built otherwise.
+    /// </summary>
+    public IReadOnlyDictionary<string, Checkpoints.MappedWeight> MappedWeights { get; internal set; } = new Dictionary<string, Checkpoints.MappedWeight>();
+
     /// <summary>Token embedding as the first layer sees it (no positions, no dropout; Gemma's × √hidden included).</summary>
     public abstract Tensor EmbedTokens(Tensor inputIds);
 

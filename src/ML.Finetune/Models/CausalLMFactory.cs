@@ -85,6 +85,9 @@ public static class CausalLMFactory
             var expected = model.named_parameters().ToDictionary(p => p.name, p => p.parameter.shape);
             var sources = checkpoint.Match(expected, new Layout(config));
             ModuleMaterializer.Materialize(model, (name, _) => PretrainedCheckpoint.Read(sources[name], options.DType, options.Device, options.MapWeights));
+            if (options.MapWeights)
+                model.MappedWeights = sources.Where(kv => PretrainedCheckpoint.CanAlias(kv.Value, options.DType, options.Device))
+                    .ToDictionary(kv => kv.Key, kv => new MappedWeight(kv.Value.File.Path, kv.Value.Info));
             model.eval();
             return model;
         }
