@@ -8,4 +8,9 @@ static class ChildProcess
     /// </summary>
     public static bool NeedsEntryAssembly(string entry) =>
         entry.EndsWith(".dll") && Path.GetFileNameWithoutExtension(Environment.ProcessPath ?? "") == "dotnet";
+
+    /// <summary>GLIBC_TUNABLES giving a Python peer our training malloc settings (PyTorch makes no mallopt call of its own).</summary>
+    public static string PeerMallocTunables() =>
+        $"glibc.malloc.mmap_threshold={ML.Finetune.Runtime.MallocTuning.MmapThreshold}:glibc.malloc.trim_threshold={ML.Finetune.Runtime.MallocTuning.TrimThreshold}" +
+        (ML.Finetune.Runtime.MallocTuning.MmapMax is int mm ? $":glibc.malloc.mmap_max={mm}" : "");
 }

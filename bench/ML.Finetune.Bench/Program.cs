@@ -180,8 +180,7 @@ static class Child
         Env(psi, o);
         // Same malloc settings as our children (PyTorch has no mallopt call of its own): GLIBC_TUNABLES at start.
         if (o.Malloc)
-            psi.Environment["GLIBC_TUNABLES"] = $"glibc.malloc.mmap_threshold={MallocTuning.MmapThreshold}:glibc.malloc.trim_threshold={MallocTuning.TrimThreshold}" +
-                (MallocTuning.MmapMax is int mm ? $":glibc.malloc.mmap_max={mm}" : "");
+            psi.Environment["GLIBC_TUNABLES"] = ChildProcess.PeerMallocTunables();
         return Collect(psi, "pytorch", mode, dtype, o);
     }
 

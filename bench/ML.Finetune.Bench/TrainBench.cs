@@ -185,8 +185,7 @@ static class TrainBench
             psi.ArgumentList.Add(a);
         if (s.Checkpointing) psi.ArgumentList.Add("--checkpointing");
         psi.Environment["OMP_NUM_THREADS"] = $"{s.Threads}";
-        psi.Environment["GLIBC_TUNABLES"] = $"glibc.malloc.mmap_threshold={MallocTuning.MmapThreshold}:glibc.malloc.trim_threshold={MallocTuning.TrimThreshold}" +
-            (MallocTuning.MmapMax is int mm ? $":glibc.malloc.mmap_max={mm}" : "");
+        psi.Environment["GLIBC_TUNABLES"] = ChildProcess.PeerMallocTunables();
         Console.WriteLine($"  HF+PEFT {s.Shape} {s.Mode}{(s.Checkpointing ? " +ckpt" : "")}: running ...");
         return Collect(psi);
     }
