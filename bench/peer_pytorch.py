@@ -207,6 +207,7 @@ def main():
         p.add_argument("--" + name, type=int, default=default)
     p.add_argument("--lora-alpha", type=float, default=16.0)
     p.add_argument("--isa", choices=["avx2"], default=None)
+    p.add_argument("--profile", action="store_true", help="after the timed steps, one more step under torch.profiler: ops by self CPU time")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -241,6 +242,11 @@ def main():
         last = step()
         times.append((time.perf_counter() - t0) * 1000.0)
     f1 = minflt()
+    if a.profile:
+        from torch.profiler import profile, ProfilerActivity
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
     med = statistics.median(times)
     print("RESULT " + json.dumps(dict(Impl="pytorch", Mode=a.mode, DType=a.dtype, TokensPerSec=per_run / (med / 1000.0),
                                       MedianMs=med, StepMs=times, PeakRssMiB=peak_rss_mib(), FaultsPerStep=(f1 - f0) / steps,
